@@ -1,0 +1,1 @@
+//! Scripted scenarios (JSON) for running the fake standalone.
