@@ -2,8 +2,66 @@
 //!
 //! - [`wer`]: word error rate after [`normalize`] (lower-case, punctuation stripped).
 //! - [`frame_f1`]: agreement of two sets of speech regions at a fixed frame size.
+//! - [`testdata`]: the reference speech that `scripts/setup.sh` puts in `testdata/`.
 
-/// Lower-cases, turns punctuation into spaces (keeping apostrophes inside words) and splits into words.
+pub mod testdata;
+
+/// Spells out a whole number below 10,000 the way references write it ("ten", "twenty one").
+fn spell_number(n: u32) -> Option<String> {
+    const ONES: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    let below_100 = |n: u32| -> String {
+        let (tens, ones) = ((n / 10) as usize, (n % 10) as usize);
+        match (n, ones) {
+            (0..=19, _) => ONES[n as usize].to_string(),
+            (_, 0) => TENS[tens].to_string(),
+            _ => format!("{} {}", TENS[tens], ONES[ones]),
+        }
+    };
+    let with_rest = |head: String, rest: u32, spell: &dyn Fn(u32) -> String| {
+        if rest == 0 { head } else { format!("{head} {}", spell(rest)) }
+    };
+    let below_1000 = |n: u32| -> String {
+        if n < 100 {
+            below_100(n)
+        } else {
+            with_rest(format!("{} hundred", below_100(n / 100)), n % 100, &below_100)
+        }
+    };
+    match n {
+        0..=999 => Some(below_1000(n)),
+        // "nineteen hundred", as years are read.
+        1_100..=9_999 if n.is_multiple_of(100) && !n.is_multiple_of(1_000) => Some(format!("{} hundred", below_100(n / 100))),
+        1_000..=9_999 => Some(with_rest(format!("{} thousand", below_100(n / 1000)), n % 1000, &below_1000)),
+        _ => None,
+    }
+}
+
+/// Lower-cases, turns punctuation into spaces (keeping apostrophes inside words), spells out
+/// whole numbers ("10" -> "ten") and splits into words.
 pub fn normalize(text: &str) -> Vec<String> {
     let cleaned: String = text
         .chars()
@@ -17,8 +75,12 @@ pub fn normalize(text: &str) -> Vec<String> {
         .collect();
     cleaned
         .split_whitespace()
-        .map(|w| w.trim_matches('\'').to_string())
+        .map(|w| w.trim_matches('\''))
         .filter(|w| !w.is_empty())
+        .flat_map(|w| match w.parse::<u32>().ok().and_then(spell_number) {
+            Some(spelled) => spelled.split(' ').map(str::to_string).collect::<Vec<_>>(),
+            None => vec![w.to_string()],
+        })
         .collect()
 }
 

@@ -1,0 +1,41 @@
+//! The d-vector embedder through ONNX Runtime loaded from `models/` (needs `scripts/setup.sh`).
+
+use nina_diarize::{EMBEDDING_DIM, SpeakerEmbedder, cosine};
+use nina_eval::testdata;
+use nina_models::ModelDir;
+
+fn embedder() -> SpeakerEmbedder {
+    SpeakerEmbedder::from_models(&ModelDir::new(testdata::models_dir()), 2)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn embed(e: &mut SpeakerEmbedder, clip: &testdata::Clip) -> Vec<f32> {
+    let audio = testdata::read_wav_16k_mono(&clip.path).unwrap_or_else(|e| panic!("{e}"));
+    e.embed(&audio).unwrap()
+}
+
+#[test]
+fn same_reader_is_closer_than_another_voice() {
+    let mut e = embedder();
+    let libri = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let slt = testdata::flite("slt").unwrap_or_else(|e| panic!("{e}"));
+    let a = embed(&mut e, &libri[0]);
+    let b = embed(&mut e, &libri[3]);
+    let f = embed(&mut e, &slt[0]);
+    for v in [&a, &b, &f] {
+        assert_eq!(v.len(), EMBEDDING_DIM);
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    let same = cosine(&a, &b);
+    let other = cosine(&a, &f);
+    eprintln!("cosine same reader {same:.3}, reader vs flite slt {other:.3}");
+    assert!(same > other, "same {same} <= other {other}");
+}
+
+#[test]
+fn bad_audio_is_an_error() {
+    let mut e = embedder();
+    assert!(e.embed(&[0.0; 100]).is_err());
+    assert!(e.embed(&vec![f32::NAN; 16_000]).is_err());
+}

@@ -1,0 +1,189 @@
+//! Speech to text for Nina.
+//!
+//! [`Transcriber`] is the seam for engines: 16 kHz mono `f32` audio in, a [`Transcript`] out, with
+//! times relative to the audio given. [`WhisperModel`] loads a ggml Whisper model once; each
+//! worker calls [`WhisperModel::transcriber`] to get a [`WhisperTranscriber`] with its own state.
+//! Segments that fail the guards against Whisper's known failure modes (text on silence,
+//! repetition loops, boilerplate on very short input) are kept in [`Transcript::dropped`] with
+//! their reason instead of being lost. [`TranscriptionPool`] runs several workers behind a
+//! bounded queue; [`TranscriptDocument`] writes JSON, SRT, WebVTT and plain text.
+
+mod guard;
+pub mod output;
+pub mod pool;
+mod whisper;
+
+pub use guard::{DropReason, GuardConfig};
+pub use output::{ModelInfo, SpeakerDropped, SpeakerSegment, TranscriptDocument};
+pub use pool::{JobResult, PoolError, TranscriptionPool};
+pub use whisper::{WhisperModel, WhisperTranscriber};
+
+use serde::{Deserialize, Serialize};
+
+/// Sample rate every [`Transcriber`] takes.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Errors of transcription.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscribeError {
+    /// The model file is missing, damaged or not a Whisper model.
+    #[error(transparent)]
+    Model(#[from] nina_models::ModelError),
+    /// The audio cannot be transcribed as given.
+    #[error("invalid audio: {0}")]
+    Audio(String),
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    Options(String),
+    /// The engine failed.
+    #[error("whisper failed: {0}")]
+    Engine(String),
+}
+
+/// How to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Decoding {
+    /// Greedy decoding, keeping the best of `best_of` samples when temperature > 0.
+    Greedy {
+        /// Samples drawn at temperature > 0.
+        best_of: u8,
+    },
+    /// Beam search.
+    Beam {
+        /// Beams kept.
+        beam_size: u8,
+    },
+}
+
+/// Options of one transcription. Serialised into results so re-runs are comparable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscribeOptions {
+    /// Language code (`en`, `de`, ...) or `None` to detect it.
+    pub language: Option<String>,
+    /// Translate to English instead of transcribing.
+    pub translate: bool,
+    /// Text that conditions the decoder: names and jargon of a guild, for example.
+    pub initial_prompt: Option<String>,
+    /// Greedy or beam search.
+    pub decoding: Decoding,
+    /// Starting temperature; on failure whisper.cpp retries at higher ones.
+    pub temperature: f32,
+    /// Temperature step of the fallback (0 disables the fallback).
+    pub temperature_increment: f32,
+    /// Word-level timestamps.
+    pub word_timestamps: bool,
+    /// Shrink the encoder window for short audio instead of always paying for 30 s.
+    pub short_audio_context: bool,
+    /// CPU threads used by this transcription.
+    pub threads: u16,
+    /// Guards against hallucinations.
+    pub guards: GuardConfig,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            translate: false,
+            initial_prompt: None,
+            decoding: Decoding::Greedy { best_of: 5 },
+            temperature: 0.0,
+            temperature_increment: 0.2,
+            word_timestamps: true,
+            short_audio_context: true,
+            threads: 2,
+            guards: GuardConfig::default(),
+        }
+    }
+}
+
+/// One word with its timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Word {
+    /// Start, seconds from the start of the audio.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// The word, with its leading space if any.
+    pub text: String,
+    /// Mean probability of its tokens.
+    pub probability: f32,
+}
+
+/// One decoded segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Start, seconds from the start of the audio.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// Text.
+    pub text: String,
+    /// Mean log-probability of its text tokens.
+    pub avg_logprob: f32,
+    /// Probability that the window holds no speech.
+    pub no_speech_prob: f32,
+    /// Words, when word timestamps were asked for.
+    pub words: Vec<Word>,
+}
+
+/// A segment the guards removed, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedSegment {
+    /// The segment as decoded.
+    pub segment: Segment,
+    /// Why it was dropped.
+    pub reason: DropReason,
+}
+
+/// The result of transcribing one piece of audio.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// Language (detected or given).
+    pub language: Option<String>,
+    /// Probability of the detected language (1.0 when it was given).
+    pub language_probability: Option<f32>,
+    /// Kept segments, in time order.
+    pub segments: Vec<Segment>,
+    /// Segments removed by the guards.
+    pub dropped: Vec<DroppedSegment>,
+}
+
+impl Transcript {
+    /// The kept text, segments joined by single spaces.
+    pub fn text(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| s.text.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A speech-to-text engine. Implementations hold per-worker state, hence `&mut self`.
+pub trait Transcriber: Send {
+    /// Transcribes 16 kHz mono audio in `[-1, 1]`.
+    fn transcribe(
+        &mut self,
+        audio: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<Transcript, TranscribeError>;
+
+    /// A name identifying the model, recorded with results.
+    fn model_name(&self) -> &str;
+}
+
+/// Checks audio before it reaches an engine: non-empty and finite.
+pub fn validate_audio(audio: &[f32]) -> Result<(), TranscribeError> {
+    if audio.is_empty() {
+        return Err(TranscribeError::Audio("no samples".into()));
+    }
+    if let Some(i) = audio.iter().position(|s| !s.is_finite()) {
+        return Err(TranscribeError::Audio(format!(
+            "sample {i} is not a finite number"
+        )));
+    }
+    Ok(())
+}

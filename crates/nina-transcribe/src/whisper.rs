@@ -1,0 +1,398 @@
+//! [`Transcriber`] over whisper.cpp (through whisper-rs).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once, OnceLock};
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::guard::rms_dbfs;
+use crate::{
+    Decoding, DropReason, DroppedSegment, SAMPLE_RATE, Segment, TranscribeError, TranscribeOptions,
+    Transcriber, Transcript, Word, validate_audio,
+};
+
+/// Shortest input handed to whisper.cpp; shorter audio is padded with silence.
+const MIN_SAMPLES: usize = SAMPLE_RATE as usize;
+/// Encoder positions per second of audio (1,500 for 30 s).
+const AUDIO_CTX_PER_SECOND: f64 = 50.0;
+
+/// A ggml Whisper model, loaded once and shared by every worker.
+#[derive(Clone)]
+pub struct WhisperModel {
+    ctx: Arc<WhisperContext>,
+    path: PathBuf,
+    name: String,
+    multilingual: bool,
+    sha256: Arc<OnceLock<String>>,
+}
+
+impl std::fmt::Debug for WhisperModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperModel")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+static LOG_HOOKS: Once = Once::new();
+
+impl WhisperModel {
+    /// Loads a ggml Whisper file. The file is checked first (complete, really a ggml Whisper
+    /// model), so a missing, truncated or foreign file gives an error naming it.
+    pub fn load(path: &Path) -> Result<Self, TranscribeError> {
+        if !path.is_file() {
+            return Err(nina_models::ModelError::Missing {
+                path: path.to_path_buf(),
+                fix: format!(
+                    "run {} or give the path of a ggml Whisper model",
+                    nina_models::SETUP_COMMAND
+                ),
+            }
+            .into());
+        }
+        let hparams = nina_models::inspect_ggml(path)?;
+        LOG_HOOKS.call_once(whisper_rs::install_logging_hooks);
+        let path_str = path.to_str().ok_or_else(|| {
+            TranscribeError::Options(format!("model path {} is not UTF-8", path.display()))
+        })?;
+        let ctx = WhisperContext::new_with_params(path_str, WhisperContextParameters::default())
+            .map_err(|e| nina_models::ModelError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("whisper.cpp could not load it ({e:?})"),
+            })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            multilingual: ctx.is_multilingual(),
+            ctx: Arc::new(ctx),
+            path: path.to_path_buf(),
+            name: format!(
+                "whisper-{}{} ({stem})",
+                hparams.size_name(),
+                if hparams.is_multilingual() { "" } else { ".en" }
+            ),
+            sha256: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// A transcriber with its own decoding state, sharing this model's weights.
+    pub fn transcriber(&self) -> Result<WhisperTranscriber, TranscribeError> {
+        let state = self
+            .ctx
+            .create_state()
+            .map_err(|e| TranscribeError::Engine(format!("creating a state: {e:?}")))?;
+        Ok(WhisperTranscriber {
+            model: self.clone(),
+            state,
+        })
+    }
+
+    /// Human-readable model name, e.g. `whisper-base (ggml-base)`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the model knows languages other than English.
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    /// sha256 of the model file (computed once, on first use).
+    pub fn sha256(&self) -> Result<String, TranscribeError> {
+        if let Some(s) = self.sha256.get() {
+            return Ok(s.clone());
+        }
+        let s = nina_models::sha256_file(&self.path)?;
+        Ok(self.sha256.get_or_init(|| s).clone())
+    }
+}
+
+/// A worker's handle on a [`WhisperModel`]: shares the weights, owns the decoding state.
+pub struct WhisperTranscriber {
+    model: WhisperModel,
+    state: WhisperState,
+}
+
+impl WhisperTranscriber {
+    /// The model this transcriber runs.
+    pub fn model(&self) -> &WhisperModel {
+        &self.model
+    }
+
+    fn detect_language(
+        &mut self,
+        audio: &[f32],
+        threads: usize,
+    ) -> Result<(String, f32), TranscribeError> {
+        let engine = |what: &str, e: whisper_rs::WhisperError| {
+            TranscribeError::Engine(format!("{what}: {e:?}"))
+        };
+        self.state
+            .pcm_to_mel(audio, threads)
+            .map_err(|e| engine("mel", e))?;
+        let (id, probs) = self
+            .state
+            .lang_detect(0, threads)
+            .map_err(|e| engine("language detection", e))?;
+        let lang = whisper_rs::get_lang_str(id).unwrap_or("en").to_string();
+        let p = usize::try_from(id)
+            .ok()
+            .and_then(|i| probs.get(i))
+            .copied()
+            .unwrap_or(0.0);
+        Ok((lang, p))
+    }
+}
+
+fn check_options(o: &TranscribeOptions) -> Result<(), TranscribeError> {
+    if o.threads == 0 {
+        return Err(TranscribeError::Options(
+            "threads must be at least 1".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&o.temperature) || !(0.0..=1.0).contains(&o.temperature_increment) {
+        return Err(TranscribeError::Options(
+            "temperatures must lie in [0, 1]".into(),
+        ));
+    }
+    if let Some(l) = &o.language
+        && whisper_rs::get_lang_id(l).is_none()
+    {
+        return Err(TranscribeError::Options(format!(
+            "unknown language code `{l}`"
+        )));
+    }
+    match o.decoding {
+        Decoding::Greedy { best_of: 0 } | Decoding::Beam { beam_size: 0 } => Err(
+            TranscribeError::Options("best_of and beam_size must be at least 1".into()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+impl Transcriber for WhisperTranscriber {
+    fn model_name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn transcribe(
+        &mut self,
+        audio: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<Transcript, TranscribeError> {
+        validate_audio(audio)?;
+        check_options(options)?;
+        let seconds = audio.len() as f64 / f64::from(SAMPLE_RATE);
+        let level = rms_dbfs(audio);
+        if level < options.guards.silence_floor_dbfs {
+            return Ok(Transcript {
+                dropped: vec![DroppedSegment {
+                    segment: Segment {
+                        start: 0.0,
+                        end: seconds,
+                        text: String::new(),
+                        avg_logprob: 0.0,
+                        no_speech_prob: 1.0,
+                        words: vec![],
+                    },
+                    reason: DropReason::Silence { rms_dbfs: level },
+                }],
+                ..Transcript::default()
+            });
+        }
+        let padded;
+        let input = if audio.len() < MIN_SAMPLES {
+            padded = {
+                let mut v = audio.to_vec();
+                v.resize(MIN_SAMPLES, 0.0);
+                v
+            };
+            &padded[..]
+        } else {
+            audio
+        };
+        let threads = usize::from(options.threads);
+
+        let (language, language_probability) = match (&options.language, self.model.multilingual) {
+            (Some(l), _) => (l.clone(), 1.0),
+            (None, false) => ("en".to_string(), 1.0),
+            (None, true) => self.detect_language(input, threads)?,
+        };
+
+        let strategy = match options.decoding {
+            Decoding::Greedy { best_of } => SamplingStrategy::Greedy {
+                best_of: i32::from(best_of),
+            },
+            Decoding::Beam { beam_size } => SamplingStrategy::BeamSearch {
+                beam_size: i32::from(beam_size),
+                patience: -1.0,
+            },
+        };
+        let mut params = FullParams::new(strategy);
+        params.set_n_threads(i32::from(options.threads));
+        params.set_language(Some(&language));
+        params.set_translate(options.translate);
+        params.set_no_context(true);
+        params.set_token_timestamps(options.word_timestamps);
+        params.set_temperature(options.temperature);
+        params.set_temperature_inc(options.temperature_increment);
+        params.set_no_speech_thold(options.guards.no_speech_threshold);
+        params.set_logprob_thold(options.guards.logprob_threshold);
+        params.set_suppress_blank(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        if let Some(prompt) = &options.initial_prompt {
+            params.set_initial_prompt(prompt);
+        }
+        let input_seconds = input.len() as f64 / f64::from(SAMPLE_RATE);
+        if options.short_audio_context && input_seconds < 29.0 {
+            params.set_audio_ctx(short_audio_ctx(input_seconds));
+        }
+        self.state
+            .full(params, input)
+            .map_err(|e| TranscribeError::Engine(format!("decoding: {e:?}")))?;
+
+        let eot = self.model.ctx.token_eot();
+        let mut transcript = Transcript {
+            language: Some(language),
+            language_probability: Some(language_probability),
+            ..Transcript::default()
+        };
+        let mut last_start = 0.0f64;
+        for i in 0..self.state.full_n_segments() {
+            let Some(seg) = self.state.get_segment(i) else {
+                continue;
+            };
+            let start = (seg.start_timestamp() as f64 / 100.0).clamp(last_start, seconds);
+            let end = (seg.end_timestamp() as f64 / 100.0).clamp(start, seconds);
+            last_start = start;
+            let text = seg
+                .to_str_lossy()
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            let mut logprob_sum = 0.0f32;
+            let mut text_tokens = 0usize;
+            let mut words: Vec<(Word, usize)> = Vec::new();
+            for j in 0..seg.n_tokens() {
+                let Some(tok) = seg.get_token(j) else {
+                    continue;
+                };
+                let data = tok.token_data();
+                if data.id >= eot {
+                    continue;
+                }
+                logprob_sum += data.plog;
+                text_tokens += 1;
+                if !options.word_timestamps {
+                    continue;
+                }
+                let piece = tok
+                    .to_str_lossy()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let (t0, t1) = (
+                    (data.t0 as f64 / 100.0).clamp(start, end),
+                    (data.t1 as f64 / 100.0).clamp(start, end),
+                );
+                let starts_word = piece.starts_with(' ') || words.is_empty();
+                let joins_punct =
+                    piece.chars().all(|c| c.is_ascii_punctuation()) && !words.is_empty();
+                if starts_word && !joins_punct {
+                    words.push((
+                        Word {
+                            start: t0,
+                            end: t1.max(t0),
+                            text: piece,
+                            probability: data.p,
+                        },
+                        1,
+                    ));
+                } else if let Some((w, n)) = words.last_mut() {
+                    w.text.push_str(&piece);
+                    w.end = w.end.max(t1);
+                    w.probability += data.p;
+                    *n += 1;
+                }
+            }
+            let words = words
+                .into_iter()
+                .map(|(mut w, n)| {
+                    w.probability /= n as f32;
+                    w
+                })
+                .collect();
+            let segment = Segment {
+                start,
+                end,
+                text,
+                avg_logprob: if text_tokens > 0 {
+                    logprob_sum / text_tokens as f32
+                } else {
+                    0.0
+                },
+                no_speech_prob: seg.no_speech_probability(),
+                words,
+            };
+            if segment.text.trim().is_empty() {
+                continue;
+            }
+            match options.guards.check(&segment, seconds) {
+                Some(reason) => {
+                    tracing::debug!(?reason, "dropped a segment");
+                    transcript.dropped.push(DroppedSegment { segment, reason });
+                }
+                None => transcript.segments.push(segment),
+            }
+        }
+        Ok(transcript)
+    }
+}
+
+/// Encoder positions for `seconds` of audio: the audio plus a second of margin, rounded up to a
+/// multiple of 64, within whisper's 1,500.
+pub(crate) fn short_audio_ctx(seconds: f64) -> i32 {
+    let n = ((seconds + 1.0) * AUDIO_CTX_PER_SECOND).ceil() as i32;
+    (((n + 63) / 64) * 64).min(1500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_shrinks_for_short_audio() {
+        assert_eq!(short_audio_ctx(1.0), 128);
+        assert_eq!(short_audio_ctx(10.0), 576);
+        assert_eq!(short_audio_ctx(40.0), 1500);
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let mut o = TranscribeOptions::default();
+        assert!(check_options(&o).is_ok());
+        o.threads = 0;
+        assert!(check_options(&o).is_err());
+        o = TranscribeOptions {
+            language: Some("klingon".into()),
+            ..TranscribeOptions::default()
+        };
+        assert!(check_options(&o).is_err());
+        o = TranscribeOptions {
+            decoding: Decoding::Beam { beam_size: 0 },
+            ..TranscribeOptions::default()
+        };
+        assert!(check_options(&o).is_err());
+    }
+}

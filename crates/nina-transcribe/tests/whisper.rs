@@ -1,0 +1,198 @@
+//! The real Whisper base model on real speech (needs `scripts/setup.sh`).
+
+use std::sync::OnceLock;
+
+use nina_eval::testdata;
+use nina_models::{ModelDir, catalog};
+use nina_transcribe::{DropReason, TranscribeError, TranscribeOptions, Transcriber, WhisperModel};
+
+fn base() -> &'static WhisperModel {
+    static MODEL: OnceLock<WhisperModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = ModelDir::new(testdata::models_dir())
+            .require(&catalog::WHISPER_BASE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        WhisperModel::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn english() -> TranscribeOptions {
+    TranscribeOptions {
+        language: Some("en".into()),
+        ..TranscribeOptions::default()
+    }
+}
+
+fn corpus_wer(clips: &[testdata::Clip]) -> f64 {
+    let mut t = base().transcriber().unwrap();
+    let errors: nina_eval::WordErrors = clips
+        .iter()
+        .map(|c| {
+            let audio = testdata::read_wav_16k_mono(&c.path).unwrap_or_else(|e| panic!("{e}"));
+            let out = t.transcribe(&audio, &english()).unwrap();
+            let e = nina_eval::word_errors(&c.text, &out.text());
+            eprintln!(
+                "{}: wer {:.3}\n  ref: {}\n  hyp: {}",
+                c.id,
+                e.rate(),
+                c.text,
+                out.text()
+            );
+            e
+        })
+        .sum();
+    errors.rate()
+}
+
+#[test]
+fn librivox_word_error_rate() {
+    let clips = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let wer = corpus_wer(&clips);
+    eprintln!("LibriVox WER {:.2}%", wer * 100.0);
+    assert!(wer <= 0.10, "LibriVox WER {wer:.3} above 10%");
+}
+
+#[test]
+fn cards_word_error_rate() {
+    let clips = testdata::cards().unwrap_or_else(|e| panic!("{e}"));
+    let wer = corpus_wer(&clips);
+    eprintln!("cards WER {:.2}%", wer * 100.0);
+    assert!(wer <= 0.10, "cards WER {wer:.3} above 10%");
+}
+
+#[test]
+fn language_is_detected_with_probability() {
+    let clip = &testdata::librivox().unwrap_or_else(|e| panic!("{e}"))[0];
+    let audio = testdata::read_wav_16k_mono(&clip.path).unwrap();
+    let out = base()
+        .transcriber()
+        .unwrap()
+        .transcribe(&audio, &TranscribeOptions::default())
+        .unwrap();
+    assert_eq!(out.language.as_deref(), Some("en"));
+    let p = out.language_probability.unwrap();
+    assert!(p > 0.5 && p <= 1.0, "probability {p}");
+    // Words carry times inside the audio, in order, and probabilities.
+    let words: Vec<_> = out.segments.iter().flat_map(|s| &s.words).collect();
+    assert!(words.len() >= 15, "{} words", words.len());
+    let dur = audio.len() as f64 / 16_000.0;
+    for w in words.windows(2) {
+        assert!(w[0].start <= w[1].start + 1e-9);
+    }
+    assert!(
+        words
+            .iter()
+            .all(|w| w.start >= 0.0 && w.end <= dur + 1e-9 && w.start <= w.end)
+    );
+    assert!(words.iter().all(|w| (0.0..=1.0).contains(&w.probability)));
+}
+
+#[test]
+fn silence_and_noise_give_no_text() {
+    let mut t = base().transcriber().unwrap();
+    let silence = vec![0.0f32; 16_000 * 5];
+    let out = t
+        .transcribe(&silence, &TranscribeOptions::default())
+        .unwrap();
+    assert!(out.segments.is_empty(), "{:?}", out.segments);
+    assert!(matches!(out.dropped[0].reason, DropReason::Silence { .. }));
+
+    // White noise at -20 dBFS from a fixed-seed generator.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<f32> = (0..16_000 * 5)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.35
+        })
+        .collect();
+    let out = t.transcribe(&noise, &TranscribeOptions::default()).unwrap();
+    assert_eq!(
+        out.text(),
+        "",
+        "noise produced text; dropped: {:?}",
+        out.dropped
+    );
+}
+
+#[test]
+fn sixty_seconds_are_chunked_with_monotonic_times() {
+    let clips = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let mut audio = Vec::new();
+    let mut reference = String::new();
+    while audio.len() < 16_000 * 60 {
+        for c in &clips {
+            audio.extend(testdata::read_wav_16k_mono(&c.path).unwrap());
+            audio.extend(std::iter::repeat_n(0.0, 8_000));
+            reference.push_str(&c.text);
+            reference.push(' ');
+        }
+    }
+    let dur = audio.len() as f64 / 16_000.0;
+    let out = base()
+        .transcriber()
+        .unwrap()
+        .transcribe(&audio, &english())
+        .unwrap();
+    assert!(out.segments.len() >= 4);
+    for s in out.segments.windows(2) {
+        assert!(s[0].start <= s[1].start, "{} > {}", s[0].start, s[1].start);
+    }
+    let last = out.segments.last().unwrap();
+    assert!(
+        last.end > dur - 15.0 && last.end <= dur + 1e-9,
+        "last segment ends at {} of {dur}",
+        last.end
+    );
+    let wer = nina_eval::wer(&reference, &out.text());
+    eprintln!(
+        "60 s input: {} segments, WER {:.3}",
+        out.segments.len(),
+        wer
+    );
+    assert!(wer < 0.2, "WER {wer}");
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let mut t = base().transcriber().unwrap();
+    assert!(matches!(
+        t.transcribe(&[], &english()),
+        Err(TranscribeError::Audio(_))
+    ));
+    assert!(matches!(
+        t.transcribe(&[0.1, f32::NAN, 0.2], &english()),
+        Err(TranscribeError::Audio(_))
+    ));
+}
+
+#[test]
+fn missing_or_corrupt_model_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("nina-bad-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("ggml-none.bin");
+    let e = WhisperModel::load(&missing).unwrap_err().to_string();
+    assert!(
+        e.contains("ggml-none.bin") && e.contains("scripts/setup.sh"),
+        "{e}"
+    );
+
+    let corrupt = dir.join("ggml-corrupt.bin");
+    let real = std::fs::read(
+        ModelDir::new(testdata::models_dir())
+            .require(&catalog::WHISPER_TINY_EN)
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&corrupt, &real[..real.len() / 2]).unwrap();
+    let e = WhisperModel::load(&corrupt).unwrap_err().to_string();
+    assert!(
+        e.contains("ggml-corrupt.bin") && e.contains("truncated"),
+        "{e}"
+    );
+    std::fs::write(&corrupt, b"definitely not a model").unwrap();
+    let e = WhisperModel::load(&corrupt).unwrap_err().to_string();
+    assert!(e.contains("ggml-corrupt.bin"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

