@@ -315,6 +315,7 @@ fn member_of(author: &Value) -> Value {
 }
 
 /// An application command interaction (slash command) from `user` in `channel_id`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn interaction(
     cfg: &Config,
     id: u64,

@@ -181,6 +181,8 @@ fn route(
             .map(|mut c| {
                 let id = st.snowflake();
                 if let Some(o) = c.as_object_mut() {
+                    // Discord omits what was not set; clients may send explicit nulls.
+                    o.retain(|_, v| !v.is_null());
                     o.insert("id".into(), json!(id.to_string()));
                     o.insert("application_id".into(), json!(app));
                     o.insert("version".into(), json!(id.to_string()));
