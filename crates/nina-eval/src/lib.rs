@@ -42,20 +42,34 @@ fn spell_number(n: u32) -> Option<String> {
         }
     };
     let with_rest = |head: String, rest: u32, spell: &dyn Fn(u32) -> String| {
-        if rest == 0 { head } else { format!("{head} {}", spell(rest)) }
+        if rest == 0 {
+            head
+        } else {
+            format!("{head} {}", spell(rest))
+        }
     };
     let below_1000 = |n: u32| -> String {
         if n < 100 {
             below_100(n)
         } else {
-            with_rest(format!("{} hundred", below_100(n / 100)), n % 100, &below_100)
+            with_rest(
+                format!("{} hundred", below_100(n / 100)),
+                n % 100,
+                &below_100,
+            )
         }
     };
     match n {
         0..=999 => Some(below_1000(n)),
         // "nineteen hundred", as years are read.
-        1_100..=9_999 if n.is_multiple_of(100) && !n.is_multiple_of(1_000) => Some(format!("{} hundred", below_100(n / 100))),
-        1_000..=9_999 => Some(with_rest(format!("{} thousand", below_100(n / 1000)), n % 1000, &below_1000)),
+        1_100..=9_999 if n.is_multiple_of(100) && !n.is_multiple_of(1_000) => {
+            Some(format!("{} hundred", below_100(n / 100)))
+        }
+        1_000..=9_999 => Some(with_rest(
+            format!("{} thousand", below_100(n / 1000)),
+            n % 1000,
+            &below_1000,
+        )),
         _ => None,
     }
 }

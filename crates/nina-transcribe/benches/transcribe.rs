@@ -154,4 +154,13 @@ fn main() {
             }
         }
     }
+    let prompt = TranscribeOptions {
+        initial_prompt: Some("Ten of clubs, queen of hearts.".into()),
+        ..base.clone()
+    };
+    let (wer, rtf) = wer_of(&mut t, &sets[1].1, &prompt);
+    println!(
+        "| cards, prompt \"Ten of clubs, queen of hearts.\" | beam 5 | on | {:.1}% | {rtf:.3} |",
+        wer * 100.0
+    );
 }

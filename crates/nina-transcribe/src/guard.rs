@@ -30,6 +30,15 @@ pub enum DropReason {
         /// The phrase matched.
         phrase: String,
     },
+    /// A non-speech annotation such as `[BLANK_AUDIO]` or `(music)`.
+    NonSpeechMarker,
+    /// The decoder was too unsure of the text (typical of noise).
+    LowConfidence {
+        /// Mean log-probability of the text.
+        avg_logprob: f32,
+    },
+    /// The segment repeats one just before it (a loop across segments).
+    RepeatedSegment,
 }
 
 /// Thresholds of the guards.
@@ -45,6 +54,10 @@ pub struct GuardConfig {
     pub max_repeated_ngram_share: f32,
     /// Inputs up to this long (seconds) are checked for boilerplate.
     pub short_input_seconds: f64,
+    /// Segments whose mean log-probability is below this are dropped whatever Whisper's
+    /// no-speech probability says (whisper.cpp reports it after the task prompt, where it is
+    /// nearly always 0).
+    pub min_avg_logprob: f32,
 }
 
 impl Default for GuardConfig {
@@ -55,6 +68,7 @@ impl Default for GuardConfig {
             logprob_threshold: -1.0,
             max_repeated_ngram_share: 0.5,
             short_input_seconds: 2.0,
+            min_avg_logprob: -1.5,
         }
     }
 }
@@ -108,14 +122,61 @@ pub fn rms_dbfs(audio: &[f32]) -> f32 {
     (10.0 * mean_sq.log10()) as f32
 }
 
+/// Whether the text is only bracketed annotations: `[BLANK_AUDIO]`, `(music)`, `*laughs*`.
+fn is_marker(text: &str) -> bool {
+    let t = text.trim();
+    let mut depth = 0i32;
+    let mut outside = String::new();
+    for c in t.chars() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth -= 1,
+            _ if depth <= 0 && c != '*' && c != '♪' => outside.push(c),
+            _ => {}
+        }
+    }
+    let starred = t.len() > 2 && t.starts_with('*') && t.ends_with('*');
+    !t.is_empty()
+        && (starred
+            || t.chars().all(|c| c == '♪' || c.is_whitespace())
+            || outside.chars().all(|c| !c.is_alphanumeric()))
+}
+
 impl GuardConfig {
+    /// Like [`GuardConfig::check`], also dropping a segment whose words repeat one of the
+    /// `previous` kept segments (Whisper sometimes loops across segments).
+    pub fn check_in_context(
+        &self,
+        segment: &Segment,
+        audio_seconds: f64,
+        previous: &[Segment],
+    ) -> Option<DropReason> {
+        self.check(segment, audio_seconds).or_else(|| {
+            let w = words(&segment.text);
+            previous
+                .iter()
+                .rev()
+                .take(2)
+                .any(|p| !w.is_empty() && words(&p.text) == w)
+                .then_some(DropReason::RepeatedSegment)
+        })
+    }
+
     /// Whether `segment`, decoded from `audio_seconds` of input, should be dropped, and why.
     pub fn check(&self, segment: &Segment, audio_seconds: f64) -> Option<DropReason> {
+        if is_marker(&segment.text) {
+            return Some(DropReason::NonSpeechMarker);
+        }
         if segment.no_speech_prob > self.no_speech_threshold
             && segment.avg_logprob < self.logprob_threshold
         {
             return Some(DropReason::NoSpeech {
                 no_speech_prob: segment.no_speech_prob,
+                avg_logprob: segment.avg_logprob,
+            });
+        }
+        if segment.avg_logprob < self.min_avg_logprob {
+            return Some(DropReason::LowConfidence {
                 avg_logprob: segment.avg_logprob,
             });
         }
@@ -198,6 +259,43 @@ mod tests {
                 &seg(" and thanks for watching the kids yesterday", 0.01, -0.2),
                 20.0
             ),
+            None
+        );
+    }
+
+    #[test]
+    fn markers_low_confidence_and_repeated_segments() {
+        let g = GuardConfig::default();
+        for m in [
+            " [BLANK_AUDIO]",
+            " (music)",
+            " [ Silence ]",
+            " *laughs*",
+            " ♪ ♪",
+            "[Music] (applause)",
+        ] {
+            assert_eq!(
+                g.check(&seg(m, 0.0, -0.2), 5.0),
+                Some(DropReason::NonSpeechMarker),
+                "{m}"
+            );
+        }
+        assert_eq!(
+            g.check(&seg(" he said (quietly) hello", 0.0, -0.2), 5.0),
+            None
+        );
+        assert!(matches!(
+            g.check(&seg(" 1,5 1,4 1,2", 0.0, -2.4), 5.0),
+            Some(DropReason::LowConfidence { .. })
+        ));
+        let prev = [seg(" Unless to be rather cold-hearted.", 0.0, -0.2)];
+        let again = seg(" \"unless to be rather cold hearted\"", 0.0, -0.1);
+        assert_eq!(
+            g.check_in_context(&again, 5.0, &prev),
+            Some(DropReason::RepeatedSegment)
+        );
+        assert_eq!(
+            g.check_in_context(&seg(" and then more", 0.0, -0.1), 5.0, &prev),
             None
         );
     }

@@ -75,6 +75,8 @@ pub struct TranscribeOptions {
     pub word_timestamps: bool,
     /// Shrink the encoder window for short audio instead of always paying for 30 s.
     pub short_audio_context: bool,
+    /// Seconds of silence added before and after inputs shorter than 29 s.
+    pub edge_padding: f32,
     /// CPU threads used by this transcription.
     pub threads: u16,
     /// Guards against hallucinations.
@@ -87,11 +89,12 @@ impl Default for TranscribeOptions {
             language: None,
             translate: false,
             initial_prompt: None,
-            decoding: Decoding::Greedy { best_of: 5 },
+            decoding: Decoding::Beam { beam_size: 5 },
             temperature: 0.0,
             temperature_increment: 0.2,
             word_timestamps: true,
             short_audio_context: true,
+            edge_padding: 0.5,
             threads: 2,
             guards: GuardConfig::default(),
         }

@@ -17,6 +17,8 @@ use crate::{
 const MIN_SAMPLES: usize = SAMPLE_RATE as usize;
 /// Encoder positions per second of audio (1,500 for 30 s).
 const AUDIO_CTX_PER_SECOND: f64 = 50.0;
+/// Upper bound on the speaking rate, in tokens per second.
+const MAX_TOKENS_PER_SECOND: f64 = 16.0;
 
 /// A ggml Whisper model, loaded once and shared by every worker.
 #[derive(Clone)]
@@ -210,17 +212,26 @@ impl Transcriber for WhisperTranscriber {
                 ..Transcript::default()
             });
         }
+        // Short utterances get silence on both sides (Whisper was trained on speech inside longer
+        // windows), and at least MIN_SAMPLES in all.
+        let pad = if seconds + 2.0 * f64::from(options.edge_padding) < 29.0 {
+            (f64::from(options.edge_padding.max(0.0)) * f64::from(SAMPLE_RATE)) as usize
+        } else {
+            0
+        };
         let padded;
-        let input = if audio.len() < MIN_SAMPLES {
+        let input = if pad > 0 || audio.len() < MIN_SAMPLES {
             padded = {
-                let mut v = audio.to_vec();
-                v.resize(MIN_SAMPLES, 0.0);
+                let mut v = vec![0.0; pad];
+                v.extend_from_slice(audio);
+                v.resize((pad * 2 + audio.len()).max(MIN_SAMPLES), 0.0);
                 v
             };
             &padded[..]
         } else {
             audio
         };
+        let offset = pad as f64 / f64::from(SAMPLE_RATE);
         let threads = usize::from(options.threads);
 
         let (language, language_probability) = match (&options.language, self.model.multilingual) {
@@ -257,6 +268,8 @@ impl Transcriber for WhisperTranscriber {
             params.set_initial_prompt(prompt);
         }
         let input_seconds = input.len() as f64 / f64::from(SAMPLE_RATE);
+        // No one says more than ~16 tokens a second: a cap bounds decoding loops (and their cost).
+        params.set_max_tokens(max_tokens(input_seconds));
         if options.short_audio_context && input_seconds < 29.0 {
             params.set_audio_ctx(short_audio_ctx(input_seconds));
         }
@@ -275,8 +288,8 @@ impl Transcriber for WhisperTranscriber {
             let Some(seg) = self.state.get_segment(i) else {
                 continue;
             };
-            let start = (seg.start_timestamp() as f64 / 100.0).clamp(last_start, seconds);
-            let end = (seg.end_timestamp() as f64 / 100.0).clamp(start, seconds);
+            let start = (seg.start_timestamp() as f64 / 100.0 - offset).clamp(last_start, seconds);
+            let end = (seg.end_timestamp() as f64 / 100.0 - offset).clamp(start, seconds);
             last_start = start;
             let text = seg
                 .to_str_lossy()
@@ -303,8 +316,8 @@ impl Transcriber for WhisperTranscriber {
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
                 let (t0, t1) = (
-                    (data.t0 as f64 / 100.0).clamp(start, end),
-                    (data.t1 as f64 / 100.0).clamp(start, end),
+                    (data.t0 as f64 / 100.0 - offset).clamp(start, end),
+                    (data.t1 as f64 / 100.0 - offset).clamp(start, end),
                 );
                 let starts_word = piece.starts_with(' ') || words.is_empty();
                 let joins_punct =
@@ -348,7 +361,10 @@ impl Transcriber for WhisperTranscriber {
             if segment.text.trim().is_empty() {
                 continue;
             }
-            match options.guards.check(&segment, seconds) {
+            match options
+                .guards
+                .check_in_context(&segment, seconds, &transcript.segments)
+            {
                 Some(reason) => {
                     tracing::debug!(?reason, "dropped a segment");
                     transcript.dropped.push(DroppedSegment { segment, reason });
@@ -358,6 +374,11 @@ impl Transcriber for WhisperTranscriber {
         }
         Ok(transcript)
     }
+}
+
+/// Most tokens a segment of `seconds` of audio may produce.
+pub(crate) fn max_tokens(seconds: f64) -> i32 {
+    (seconds.min(30.0) * MAX_TOKENS_PER_SECOND).ceil() as i32 + 32
 }
 
 /// Encoder positions for `seconds` of audio: the audio plus a second of margin, rounded up to a
@@ -376,6 +397,8 @@ mod tests {
         assert_eq!(short_audio_ctx(1.0), 128);
         assert_eq!(short_audio_ctx(10.0), 576);
         assert_eq!(short_audio_ctx(40.0), 1500);
+        assert_eq!(max_tokens(1.0), 48);
+        assert_eq!(max_tokens(120.0), 512);
     }
 
     #[test]
