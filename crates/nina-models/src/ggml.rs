@@ -639,6 +639,26 @@ pub fn vocabulary_from_tokenizer_json(text: &str) -> Result<Vec<Vec<u8>>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn inspect_never_panics_on_hostile_files(
+            header in proptest::collection::vec(any::<i32>(), 0..40),
+            tail in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("m.bin");
+            let mut bytes = GGML_MAGIC.to_le_bytes().to_vec();
+            for v in &header {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            bytes.extend_from_slice(&tail);
+            fs::write(&p, &bytes).unwrap();
+            let _ = inspect_ggml(&p);
+        }
+    }
 
     #[test]
     fn mel_filters_match_whisper_shape_and_normalisation() {

@@ -223,3 +223,47 @@ fn missing_or_corrupt_model_names_the_file() {
     assert!(e.contains("ggml-corrupt.bin"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_pool_returns_real_transcripts_in_order_per_stream() {
+    use nina_transcribe::TranscriptionPool;
+    let clips = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let options = TranscribeOptions {
+        threads: 1,
+        ..english()
+    };
+    let mut pool = TranscriptionPool::new(2, 2, options, || base().transcriber()).unwrap();
+    // Two users, each saying the clips in a different order, on a session clock.
+    let mut expected: Vec<(&str, String)> = Vec::new();
+    for (i, c) in clips.iter().enumerate() {
+        for (user, clip) in [("alice", c), ("bob", &clips[clips.len() - 1 - i])] {
+            let audio = testdata::read_wav_16k_mono(&clip.path).unwrap();
+            pool.submit(user, 10.0 * i as f64, audio).unwrap();
+            expected.push((user, clip.text.clone()));
+        }
+    }
+    let results = pool.finish().unwrap();
+    assert_eq!(results.len(), expected.len());
+    for user in ["alice", "bob"] {
+        let got: Vec<_> = results.iter().filter(|r| r.stream == user).collect();
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|(u, _)| *u == user)
+            .map(|(_, t)| t)
+            .collect();
+        for (n, (r, text)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(r.seq, n as u64);
+            let t = r.on_session_clock().unwrap();
+            assert!(
+                nina_eval::wer(text, &t.text()) < 0.25,
+                "{user} #{n}: {}",
+                t.text()
+            );
+            assert!(
+                t.segments
+                    .iter()
+                    .all(|s| s.start >= r.start && s.end <= r.start + r.duration + 1e-6)
+            );
+        }
+    }
+}
