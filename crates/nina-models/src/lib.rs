@@ -223,8 +223,43 @@ impl ModelDir {
     }
 }
 
-/// Resolves a user's choice of Whisper model: a pinned id (`whisper-base`), a path to any ggml
-/// file, or, with [`download::fetch_url`], an `https://` URL.
+/// Like [`resolve_whisper`], and also takes an `http(s)://` URL: the file is downloaded once into
+/// the models directory (with a progress bar, and refused unless it matches `sha256` when given).
+pub fn resolve_or_download_whisper(
+    models: &ModelDir,
+    choice: &str,
+    sha256: Option<&str>,
+) -> Result<PathBuf, ModelError> {
+    if !(choice.starts_with("https://") || choice.starts_with("http://")) {
+        return resolve_whisper(models, choice);
+    }
+    let name: String = choice
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect();
+    let name = name.trim_start_matches('.');
+    let dest = models.root().join(if name.is_empty() {
+        "downloaded-whisper.bin"
+    } else {
+        name
+    });
+    if dest.is_file() {
+        match sha256 {
+            Some(expected) => verify_sha256(&dest, expected)?,
+            None => tracing::info!("using {} downloaded earlier", dest.display()),
+        }
+        return Ok(dest);
+    }
+    let digest = download::fetch_url(choice, &dest, sha256)?;
+    tracing::info!("downloaded {} (sha256 {digest})", dest.display());
+    Ok(dest)
+}
+
+/// Resolves a user's choice of Whisper model: a pinned id (`whisper-base`) or a path to any ggml
+/// file. URLs: [`resolve_or_download_whisper`].
 pub fn resolve_whisper(models: &ModelDir, choice: &str) -> Result<PathBuf, ModelError> {
     if let Some(spec) = catalog::by_id(choice) {
         return models.require(spec);

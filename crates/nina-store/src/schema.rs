@@ -1,0 +1,406 @@
+//! The `session.json` schema, its validation and its versions.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+use crate::names::{is_safe_id, is_safe_relative};
+
+/// Identifier of the document type, written into every `session.json`.
+pub const SCHEMA: &str = "nina.session";
+/// The schema version this code writes. Older versions are upgraded on load ([`Session::from_json`]).
+pub const CURRENT_VERSION: u64 = 1;
+
+/// A guild or a channel: its Discord id and, for people, its name at recording time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    /// Discord snowflake (0 for recordings that did not come from Discord).
+    pub id: u64,
+    /// Name, if known.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Someone heard in the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Participant {
+    /// Discord user id: names their stream and their audio folder.
+    pub user_id: u64,
+    /// Display name at recording time (never used in file names).
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// One utterance of one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UtteranceRecord {
+    /// The stream (user) it came from.
+    pub user_id: u64,
+    /// Position within the stream.
+    pub seq: u64,
+    /// Start of the audio, seconds on the session clock.
+    pub start: f64,
+    /// End of the audio, seconds.
+    pub end: f64,
+    /// Where the detector heard speech start.
+    pub speech_start: f64,
+    /// Where the detector heard speech end.
+    pub speech_end: f64,
+    /// Cut at the maximum length rather than ended by silence.
+    #[serde(default)]
+    pub cut: bool,
+    /// The WAV file, relative to the session directory (`audio/<user_id>/...`).
+    pub file: String,
+    /// Frames per second of the file.
+    pub sample_rate: u32,
+    /// Channels of the file.
+    pub channels: u16,
+}
+
+/// A processing step applied to the session: what ran, with which options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Processing {
+    /// `segment`, `transcribe`, `diarize`.
+    pub step: String,
+    /// The model or algorithm (`whisper-base (ggml-base)`, `silero-vad-6.2.3`).
+    pub name: String,
+    /// sha256 of the model file, if any.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The options used, as the step serialises them.
+    #[serde(default)]
+    pub options: serde_json::Value,
+    /// A digest of name, sha256 and options: equal keys mean the same work.
+    pub key: String,
+}
+
+/// Everything `session.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// The version of the schema the file was written with.
+    pub schema_version: u64,
+    /// Session id: names the session folder.
+    pub id: String,
+    /// The guild.
+    pub guild: Place,
+    /// The voice channel.
+    pub channel: Place,
+    /// Start, Unix milliseconds (UTC).
+    pub started_at_ms: i64,
+    /// End, Unix milliseconds, once known.
+    #[serde(default)]
+    pub ended_at_ms: Option<i64>,
+    /// People heard.
+    #[serde(default)]
+    pub participants: Vec<Participant>,
+    /// Utterances of every stream, sorted by start.
+    #[serde(default)]
+    pub utterances: Vec<UtteranceRecord>,
+    /// Steps applied, latest per step.
+    #[serde(default)]
+    pub processing: Vec<Processing>,
+    /// Where the audio came from when it was not recorded live (a file name, no path).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// What is wrong in a session document, before knowing its path.
+#[derive(Debug)]
+pub struct SchemaError {
+    field: String,
+    reason: String,
+    newer: Option<u64>,
+}
+
+impl SchemaError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+            newer: None,
+        }
+    }
+
+    /// The error, placed in the file at `path`.
+    pub fn at(self, path: &Path) -> StoreError {
+        match self.newer {
+            Some(found) => StoreError::NewerVersion {
+                path: path.to_path_buf(),
+                found,
+            },
+            None => StoreError::Invalid {
+                path: path.to_path_buf(),
+                field: self.field,
+                reason: self.reason,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl Session {
+    /// Parses, upgrades and validates a `session.json` document.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SchemaError> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            SchemaError::new(
+                format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| SchemaError::new("(root)", "expected a JSON object"))?;
+        if obj.get("schema").and_then(|v| v.as_str()) != Some(SCHEMA) {
+            return Err(SchemaError::new("schema", format!("expected \"{SCHEMA}\"")));
+        }
+        let version = obj
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| SchemaError::new("schema_version", "missing or not a whole number"))?;
+        if version > CURRENT_VERSION {
+            return Err(SchemaError {
+                newer: Some(version),
+                ..SchemaError::new("schema_version", "newer than this Nina")
+            });
+        }
+        migrate(&mut value, version)?;
+        let session: Session = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            SchemaError::new(field, e.into_inner().to_string())
+        })?;
+        session.validate()?;
+        Ok(session)
+    }
+
+    /// Checks everything serde cannot: safe names, consistent times, known speakers.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        if !is_safe_id(&self.id) {
+            return Err(SchemaError::new(
+                "id",
+                format!(
+                    "{:?} is not a safe session id (1-64 of A-Z a-z 0-9 _ -)",
+                    self.id
+                ),
+            ));
+        }
+        if let Some(end) = self.ended_at_ms
+            && end < self.started_at_ms
+        {
+            return Err(SchemaError::new("ended_at_ms", "before started_at_ms"));
+        }
+        let mut users = HashSet::new();
+        for (i, p) in self.participants.iter().enumerate() {
+            if !users.insert(p.user_id) {
+                return Err(SchemaError::new(
+                    format!("participants[{i}].user_id"),
+                    format!("{} appears twice", p.user_id),
+                ));
+            }
+            if p.display_name.as_ref().is_some_and(|n| n.len() > 4096) {
+                return Err(SchemaError::new(
+                    format!("participants[{i}].display_name"),
+                    "longer than 4096 bytes",
+                ));
+            }
+        }
+        let mut files = HashSet::new();
+        for (i, u) in self.utterances.iter().enumerate() {
+            let f = |name: &str| format!("utterances[{i}].{name}");
+            if !users.contains(&u.user_id) {
+                return Err(SchemaError::new(
+                    f("user_id"),
+                    format!("{} is not among the participants", u.user_id),
+                ));
+            }
+            for (name, v) in [
+                ("start", u.start),
+                ("end", u.end),
+                ("speech_start", u.speech_start),
+                ("speech_end", u.speech_end),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(SchemaError::new(f(name), format!("{v} is not a time")));
+                }
+            }
+            if u.end < u.start {
+                return Err(SchemaError::new(f("end"), "before start"));
+            }
+            let prefix = format!("audio/{}/", u.user_id);
+            if !is_safe_relative(&u.file)
+                || !u.file.starts_with(&prefix)
+                || !u.file.ends_with(".wav")
+            {
+                return Err(SchemaError::new(
+                    f("file"),
+                    format!(
+                        "{:?} is not a safe name of the form {prefix}<name>.wav",
+                        u.file
+                    ),
+                ));
+            }
+            if !files.insert(u.file.as_str()) {
+                return Err(SchemaError::new(f("file"), "used by two utterances"));
+            }
+            if u.sample_rate == 0 || u.sample_rate > 768_000 {
+                return Err(SchemaError::new(
+                    f("sample_rate"),
+                    format!("{} Hz", u.sample_rate),
+                ));
+            }
+            if u.channels == 0 || u.channels > 32 {
+                return Err(SchemaError::new(f("channels"), u.channels.to_string()));
+            }
+        }
+        for (i, p) in self.processing.iter().enumerate() {
+            if !is_safe_id(&p.key) {
+                return Err(SchemaError::new(
+                    format!("processing[{i}].key"),
+                    "not a safe id",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest record of `step`, if it was applied.
+    pub fn processing_of(&self, step: &str) -> Option<&Processing> {
+        self.processing.iter().rev().find(|p| p.step == step)
+    }
+
+    /// Records `p`, replacing any earlier record of the same step.
+    pub fn set_processing(&mut self, p: Processing) {
+        self.processing.retain(|q| q.step != p.step);
+        self.processing.push(p);
+    }
+
+    /// Seconds of utterance audio.
+    pub fn audio_seconds(&self) -> f64 {
+        self.utterances.iter().map(|u| u.end - u.start).sum()
+    }
+
+    /// The display name of a user, else their id.
+    pub fn speaker_label(&self, user_id: u64) -> String {
+        self.participants
+            .iter()
+            .find(|p| p.user_id == user_id)
+            .and_then(|p| p.display_name.clone())
+            .unwrap_or_else(|| user_id.to_string())
+    }
+}
+
+/// Upgrades a document of `version` to [`CURRENT_VERSION`], one version at a time.
+///
+/// Version 1 is the first; fields added since carry `#[serde(default)]` and do not need a new
+/// version. A change that renames or reshapes a field bumps [`CURRENT_VERSION`] and adds a step
+/// here (`1 => upgrade_1_to_2(value)`), so sessions written by older versions keep loading.
+fn migrate(_value: &mut serde_json::Value, version: u64) -> Result<(), SchemaError> {
+    match version {
+        0 => Err(SchemaError::new("schema_version", "0 is not a version")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::sample;
+
+    fn json(s: &Session) -> serde_json::Value {
+        serde_json::to_value(s).unwrap()
+    }
+
+    fn err_of(v: serde_json::Value) -> String {
+        Session::from_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn damaged_documents_name_the_field() {
+        let mut v = json(&sample());
+        v["utterances"][0]["file"] = "../../../etc/passwd".into();
+        assert!(err_of(v).contains("utterances[0].file"));
+        let mut v = json(&sample());
+        v["utterances"][0]["start"] = "soon".into();
+        assert!(err_of(v).contains("utterances[0].start"));
+        let mut v = json(&sample());
+        v["id"] = "../../x".into();
+        assert!(err_of(v).contains("`id`"));
+        let mut v = json(&sample());
+        v["utterances"][0]["user_id"] = 7.into();
+        assert!(err_of(v).contains("utterances[0].user_id"));
+        assert!(
+            Session::from_json(b"{\"schema\": ")
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
+        let mut v = json(&sample());
+        v["schema_version"] = 99.into();
+        let e = Session::from_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .at(Path::new("s.json"));
+        assert!(
+            matches!(e, StoreError::NewerVersion { found: 99, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn documents_missing_later_fields_or_with_unknown_ones_load() {
+        // A minimal version-1 document, as the first writer produced it, plus a field a later
+        // Nina might add.
+        let v = serde_json::json!({
+            "schema": SCHEMA, "schema_version": 1, "id": "s1",
+            "guild": {"id": 1}, "channel": {"id": 2}, "started_at_ms": 0,
+            "future_field": {"x": 1}
+        });
+        let s = Session::from_json(v.to_string().as_bytes()).unwrap();
+        assert!(s.utterances.is_empty() && s.processing.is_empty());
+    }
+
+    #[test]
+    fn processing_is_replaced_per_step() {
+        let mut s = sample();
+        let p = |key: &str| Processing {
+            step: "transcribe".into(),
+            name: "m".into(),
+            sha256: None,
+            options: serde_json::Value::Null,
+            key: key.into(),
+        };
+        s.set_processing(p("a"));
+        s.set_processing(p("b"));
+        assert_eq!(s.processing.len(), 1);
+        assert_eq!(s.processing_of("transcribe").unwrap().key, "b");
+        assert_eq!(s.speaker_label(42), "Robert'); DROP TABLE--/..");
+        assert_eq!(s.speaker_label(7), "7");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mutated_documents_never_panic(
+            pos in 0usize..2000, byte in proptest::num::u8::ANY, cut in 0usize..2000,
+        ) {
+            let mut bytes = serde_json::to_vec_pretty(&sample()).unwrap();
+            let n = bytes.len();
+            bytes[pos % n] = byte;
+            bytes.truncate(n - cut % n);
+            let _ = Session::from_json(&bytes);
+        }
+
+        #[test]
+        fn any_text_never_panics(s in ".{0,300}") {
+            let _ = Session::from_json(s.as_bytes());
+        }
+    }
+}
