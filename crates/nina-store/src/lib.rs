@@ -59,7 +59,7 @@ pub enum StoreError {
     },
     /// The file was written by a newer Nina.
     #[error(
-        "{path} has schema version {found}; this Nina reads versions up to {CURRENT_VERSION}: upgrade Nina"
+        "{path}: field `schema_version` is {found}; this Nina reads versions up to {CURRENT_VERSION}: upgrade Nina"
     )]
     NewerVersion {
         /// The file.

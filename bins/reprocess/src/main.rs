@@ -1,0 +1,342 @@
+//! `reprocess`: Nina's offline pipeline. Audio files into sessions, stored sessions through new
+//! models. A thin shell over `nina-pipeline`: arguments, progress bars and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use nina_pipeline::{
+    ErrorKind, Outcome, Pipeline, PipelineConfig, PipelineError, Progress, VadChoice,
+    file_session_dir,
+};
+use nina_store::{SessionDir, Store};
+use nina_transcribe::Decoding;
+
+/// Exit codes a script can act on.
+mod exit {
+    pub const OTHER: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const AUDIO: u8 = 3;
+    pub const MODELS: u8 = 4;
+    pub const SESSION: u8 = 5;
+    pub const DISK_FULL: u8 = 6;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reprocess",
+    version,
+    about = "Nina's offline pipeline: audio files into sessions, stored sessions through new models",
+    after_help = "Exit codes: 0 done, 1 other failure, 2 bad usage, 3 unreadable or unsupported audio, \
+                  4 missing or damaged models (run scripts/setup.sh), 5 damaged session.json, 6 disk full."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Decode an audio file (WAV, FLAC, Ogg/Vorbis, MP3, ...), segment, transcribe and store it.
+    File {
+        /// The audio file.
+        audio: PathBuf,
+        /// The session directory to write.
+        #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+        out: Option<PathBuf>,
+        /// A data directory: the session goes to `<data>/0/0/<date>/file-<hash>/`.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Re-run transcription over stored sessions.
+    Session {
+        /// Session directories (each holding a session.json).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Re-run transcription over every session of a data directory.
+    All {
+        /// The data directory.
+        data: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Vad {
+    Auto,
+    Silero,
+    Energy,
+}
+
+#[derive(Args, Debug)]
+struct Opts {
+    /// Models directory.
+    #[arg(long, global = true, env = "NINA_MODELS", default_value = "models")]
+    models: PathBuf,
+    /// Whisper model: `whisper-base`, `whisper-tiny-en`, a ggml file, or an https URL.
+    #[arg(long, global = true, default_value = "whisper-base")]
+    whisper: String,
+    /// Expected sha256 of a Whisper model given by URL.
+    #[arg(long, global = true)]
+    whisper_sha256: Option<String>,
+    /// Voice activity detector (auto: Silero when its model is present).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    vad: Vad,
+    /// Language code (`en`, `de`, ...); detected when absent.
+    #[arg(long, global = true)]
+    language: Option<String>,
+    /// Names and jargon that condition the decoder.
+    #[arg(long, global = true)]
+    prompt: Option<String>,
+    /// Greedy decoding instead of beam search.
+    #[arg(long, global = true)]
+    greedy: bool,
+    /// Translate to English.
+    #[arg(long, global = true)]
+    translate: bool,
+    /// Transcription workers running at once.
+    #[arg(long, global = true, default_value_t = 1)]
+    jobs: usize,
+    /// CPU threads per worker (default: the cores divided among the workers).
+    #[arg(long, global = true)]
+    threads: Option<u16>,
+    /// Longest utterance in seconds; longer speech is cut at its quietest point.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    max_utterance: f64,
+    /// Redo work already done with the same model and options.
+    #[arg(long, global = true)]
+    force: bool,
+    /// Run speaker diarization too (not available yet).
+    #[arg(long, global = true)]
+    diarize: bool,
+}
+
+impl Opts {
+    fn config(&self) -> PipelineConfig {
+        let mut cfg = PipelineConfig {
+            models: self.models.clone(),
+            whisper: self.whisper.clone(),
+            whisper_sha256: self.whisper_sha256.clone(),
+            vad: match self.vad {
+                Vad::Auto => VadChoice::Auto,
+                Vad::Silero => VadChoice::Silero,
+                Vad::Energy => VadChoice::Energy,
+            },
+            workers: self.jobs,
+            ..PipelineConfig::default()
+        };
+        cfg.segmenter.max_utterance = self.max_utterance;
+        let t = &mut cfg.transcribe;
+        t.language = self.language.clone();
+        t.initial_prompt = self.prompt.clone();
+        t.translate = self.translate;
+        if self.greedy {
+            t.decoding = Decoding::Greedy { best_of: 5 };
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        t.threads = self
+            .threads
+            .unwrap_or_else(|| u16::try_from((cores / self.jobs.max(1)).max(1)).unwrap_or(1));
+        cfg
+    }
+}
+
+/// Progress bars: sessions, and hours of audio transcribed.
+struct Bars {
+    sessions: ProgressBar,
+    audio: ProgressBar,
+    decode: ProgressBar,
+}
+
+impl Bars {
+    fn new(sessions: usize, audio_seconds: f64) -> Self {
+        let multi = MultiProgress::new();
+        let style = |t: &str| {
+            ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar())
+        };
+        let s = multi.add(ProgressBar::new(sessions as u64));
+        s.set_style(style("sessions {bar:30} {pos}/{len} {wide_msg}"));
+        let a = multi.add(ProgressBar::new((audio_seconds * 1000.0) as u64));
+        a.set_style(style("audio    {bar:30} {msg} ({eta} left)"));
+        let d = multi.add(ProgressBar::new_spinner());
+        d.set_style(style("decoding {spinner} {msg}"));
+        Self {
+            sessions: s,
+            audio: a,
+            decode: d,
+        }
+    }
+
+    fn hours(ms: u64) -> String {
+        format!("{:.2} h", ms as f64 / 3_600_000.0)
+    }
+
+    fn refresh(&self) {
+        self.audio.set_message(format!(
+            "{} / {}",
+            Self::hours(self.audio.position()),
+            Self::hours(self.audio.length().unwrap_or(0))
+        ));
+    }
+}
+
+impl Progress for Bars {
+    fn decoded(&self, seconds: f64) {
+        self.decode.set_message(format!("{seconds:.0} s of audio"));
+        self.decode.tick();
+    }
+
+    fn transcription_started(&self, session: &Path, _n: usize, _done: usize, audio_seconds: f64) {
+        self.decode.finish_and_clear();
+        self.sessions.set_message(session.display().to_string());
+        // `file` does not know the audio length before segmenting.
+        if self.audio.length() == Some(0) {
+            self.audio.set_length((audio_seconds * 1000.0) as u64);
+        }
+        self.refresh();
+    }
+
+    fn utterance_done(&self, seconds: f64) {
+        self.audio.inc((seconds * 1000.0) as u64);
+        self.refresh();
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<PipelineError>().map(PipelineError::kind) {
+        Some(ErrorKind::Audio) => exit::AUDIO,
+        Some(ErrorKind::Models) => exit::MODELS,
+        Some(ErrorKind::Session) => exit::SESSION,
+        Some(ErrorKind::DiskFull) => exit::DISK_FULL,
+        _ => exit::OTHER,
+    }
+}
+
+fn report(o: &Outcome, dir: &Path) {
+    match o {
+        Outcome::Skipped => eprintln!(
+            "{}: already transcribed with this model and options (--force redoes it)",
+            dir.display()
+        ),
+        Outcome::Done {
+            utterances,
+            resumed,
+            audio_seconds,
+        } => eprintln!(
+            "{}: {utterances} utterances, {audio_seconds:.1} s of speech{}",
+            dir.display(),
+            if *resumed > 0 {
+                format!(" ({resumed} resumed from an interrupted run)")
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+/// Transcribes `dirs` one after another, going on past failures; returns the first.
+fn run_sessions(pipeline: &Pipeline, dirs: Vec<SessionDir>, force: bool) -> anyhow::Result<()> {
+    let total: f64 = dirs
+        .iter()
+        .filter_map(|d| d.load().ok())
+        .map(|s| s.utterances.iter().map(|u| u.end - u.start).sum::<f64>())
+        .sum();
+    let bars = Bars::new(dirs.len(), total);
+    bars.decode.finish_and_clear();
+    let mut first_error = None;
+    for dir in &dirs {
+        match pipeline.transcribe_session(dir, force, &bars) {
+            Ok(o) => bars.sessions.suspend(|| report(&o, dir.root())),
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("session {}", dir.root().display()));
+                bars.sessions.suspend(|| eprintln!("error: {e:#}"));
+                first_error.get_or_insert(e);
+            }
+        }
+        bars.sessions.inc(1);
+    }
+    bars.sessions.finish_and_clear();
+    bars.audio.finish_and_clear();
+    match first_error {
+        Some(e) if dirs.len() > 1 => Err(e.context("some sessions failed (see above)")),
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let pipeline = Pipeline::new(cli.opts.config()).context("configuration")?;
+    let force = cli.opts.force;
+    match cli.command {
+        Command::File { audio, out, data } => {
+            let dest = match (out, data) {
+                (Some(out), _) => SessionDir::new(out),
+                (None, Some(data)) => file_session_dir(&Store::new(data), &audio)?,
+                (None, None) => anyhow::bail!("give --out <SESSION_DIR> or --data <DATA_DIR>"),
+            };
+            let bars = Bars::new(1, 0.0);
+            let session = pipeline
+                .segment_file(&audio, &dest, force, &bars)
+                .with_context(|| format!("segmenting {}", audio.display()))?;
+            bars.decode.finish_and_clear();
+            let outcome = pipeline
+                .transcribe_session(&dest, force, &bars)
+                .with_context(|| format!("transcribing {}", dest.root().display()))?;
+            bars.sessions.inc(1);
+            bars.sessions.finish_and_clear();
+            bars.audio.finish_and_clear();
+            report(&outcome, dest.root());
+            println!("{}", dest.root().display());
+            tracing::debug!(utterances = session.utterances.len(), "file done");
+            Ok(())
+        }
+        Command::Session { dirs } => run_sessions(
+            &pipeline,
+            dirs.into_iter().map(SessionDir::new).collect(),
+            force,
+        ),
+        Command::All { data } => {
+            let dirs = Store::new(&data)
+                .sessions()
+                .with_context(|| format!("listing sessions under {}", data.display()))?;
+            if dirs.is_empty() {
+                eprintln!("no sessions under {}", data.display());
+                return Ok(());
+            }
+            run_sessions(&pipeline, dirs, force)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NINA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if cli.opts.diarize {
+        eprintln!(
+            "error: --diarize is not available yet: speaker diarization lands with the nina-diarize \
+             clustering (a later issue); run without --diarize"
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = exit_code(&e);
+            if code == exit::MODELS {
+                eprintln!("hint: run scripts/setup.sh to fetch and verify the models");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The `reprocess` binary as a user runs it: exit codes, and a run killed with SIGKILL at random
+//! points that, started again, ends with the same session as an uninterrupted run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use nina_tests::{data, tree};
+
+fn reprocess() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprocess"));
+    c.env("NINA_MODELS", nina_eval_models())
+        .args([
+            "--whisper",
+            "whisper-tiny-en",
+            "--language",
+            "en",
+            "--vad",
+            "silero",
+        ])
+        .args(["--jobs", "1", "--threads", "2"])
+        .stdin(Stdio::null());
+    c
+}
+
+fn nina_eval_models() -> std::path::PathBuf {
+    nina_tests::config("whisper-tiny-en").models
+}
+
+fn code(c: &mut Command) -> (i32, String) {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn exit_codes_tell_what_went_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let text = dir.path().join("notes.wav");
+    std::fs::write(&text, "not audio").unwrap();
+
+    let (c, e) = code(
+        reprocess()
+            .args(["file", "/nonexistent.wav", "--out"])
+            .arg(&out),
+    );
+    assert_eq!(c, 3, "{e}");
+    let (c, e) = code(reprocess().arg("file").arg(&text).arg("--out").arg(&out));
+    assert_eq!(c, 3, "{e}");
+    assert!(e.contains("notes.wav"), "{e}");
+
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let (c, e) = code(
+        reprocess()
+            .args(["--models", "/nonexistent-models", "file"])
+            .arg(&speech)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(c, 4, "{e}");
+    assert!(e.contains("setup.sh"), "{e}");
+
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("session.json"),
+        r#"{"schema": "nina.session", "schema_version": 1, "id": 5}"#,
+    )
+    .unwrap();
+    let (c, e) = code(reprocess().arg("session").arg(&out));
+    assert_eq!(c, 5, "{e}");
+    assert!(e.contains("`id`"), "{e}");
+
+    let (c, e) = code(reprocess().args(["--diarize", "session"]).arg(&out));
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("diarize"), "{e}");
+    let (c, _) = code(reprocess().arg("file").arg(&speech));
+    assert_eq!(c, 2, "--out or --data is required");
+}
+
+/// Checks that every finished file of a session directory is whole (temporary files may exist
+/// while a run is under way).
+fn assert_whole(dir: &Path) {
+    for (rel, bytes) in tree(dir) {
+        let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            continue;
+        }
+        let path = dir.join(&rel);
+        match rel.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            Some("wav") => {
+                nina_segment::wav::read(&path, usize::MAX)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_run_killed_at_random_points_ends_like_an_uninterrupted_one() {
+    let audio = data("formats/librivox.flac");
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    let t0 = Instant::now();
+    let (c, e) = code(
+        reprocess()
+            .arg("file")
+            .arg(&audio)
+            .arg("--out")
+            .arg(&reference),
+    );
+    assert_eq!(c, 0, "{e}");
+    let full = t0.elapsed();
+
+    // Kill points spread over the run, drawn from a fixed-seed generator (printed on failure).
+    let mut seed: u64 = std::env::var("NINA_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let killed = dir.path().join("killed");
+    let mut kills = 0;
+    let mut log = Vec::new();
+    for round in 0..8 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let fraction = ((seed >> 33) % 1000) as f64 / 1000.0;
+        let delay = full.mul_f64(fraction.max(0.02));
+        let mut child = reprocess()
+            .arg("file")
+            .arg(&audio)
+            .arg("--out")
+            .arg(&killed)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        log.push(format!(
+            "round {round}: {delay:?} {}",
+            if finished { "finished" } else { "killed" }
+        ));
+        assert_whole(&killed);
+    }
+    eprintln!("full run {full:?}; {}", log.join("; "));
+    assert!(kills >= 4, "most rounds must really kill: {log:?}");
+
+    let (c, e) = code(
+        reprocess()
+            .arg("file")
+            .arg(&audio)
+            .arg("--out")
+            .arg(&killed),
+    );
+    assert_eq!(c, 0, "{e}");
+    let a = tree(&reference);
+    let b = tree(&killed);
+    let names =
+        |t: &[(std::path::PathBuf, Vec<u8>)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "same files");
+    for ((p, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            x == y,
+            "{} differs after {kills} kills ({log:?})",
+            p.display()
+        );
+    }
+    for (p, _) in &b {
+        let s = p.to_string_lossy();
+        assert!(
+            !s.ends_with(".tmp") && !s.starts_with(".work"),
+            "left behind: {s}"
+        );
+    }
+}

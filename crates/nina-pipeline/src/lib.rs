@@ -1,0 +1,97 @@
+//! Nina's wiring, shared by `reprocess` and (next) the live `collector`: audio in, utterances
+//! segmented, transcribed and stored.
+//!
+//! - [`decode`]: any file symphonia reads, packet by packet.
+//! - [`Pipeline::segment_file`]: one stream through a [`nina_segment::Segmenter`] into a session
+//!   directory (utterance WAVs + `session.json`).
+//! - [`Pipeline::transcribe_session`]: every utterance of a stored session through a
+//!   [`nina_transcribe::TranscriptionPool`], into the transcript files. Each finished utterance is
+//!   saved at once, so an interrupted run resumes where it stopped; work already done with the same
+//!   model and options is skipped.
+//!
+//! The live collector will do per user stream exactly what [`Pipeline::segment_file`] does for a
+//! file: push PCM into a segmenter, write each utterance, submit it to the pool.
+
+pub mod decode;
+mod pipeline;
+mod progress;
+
+pub use pipeline::{FILE_USER, Outcome, Pipeline, PipelineConfig, VadChoice, file_session_dir};
+pub use progress::{NoProgress, Progress};
+
+use std::path::PathBuf;
+
+/// Errors of the pipeline. [`PipelineError::kind`] sorts them into what a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// An audio file cannot be read, is not audio, or is damaged.
+    #[error("cannot read audio {path}: {reason}")]
+    Audio {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model is missing, damaged or cannot run.
+    #[error(transparent)]
+    Model(#[from] nina_models::ModelError),
+    /// Segmentation failed.
+    #[error(transparent)]
+    Segment(#[from] nina_segment::SegmentError),
+    /// Transcription failed.
+    #[error(transparent)]
+    Transcribe(#[from] nina_transcribe::TranscribeError),
+    /// The transcription pool stopped.
+    #[error(transparent)]
+    Pool(#[from] nina_transcribe::PoolError),
+    /// Reading or writing the session failed.
+    #[error(transparent)]
+    Store(#[from] nina_store::StoreError),
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// What kind of failure a [`PipelineError`] is, for exit codes and hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Unreadable, unsupported or damaged audio.
+    Audio,
+    /// A model is missing or unusable: run the set-up.
+    Models,
+    /// A stored session is damaged.
+    Session,
+    /// The disk (or quota) is full.
+    DiskFull,
+    /// Anything else.
+    Other,
+}
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => ErrorKind::DiskFull,
+        _ => ErrorKind::Other,
+    }
+}
+
+impl PipelineError {
+    /// Sorts the error.
+    pub fn kind(&self) -> ErrorKind {
+        use nina_segment::SegmentError as S;
+        use nina_store::StoreError as St;
+        use nina_transcribe::TranscribeError as T;
+        match self {
+            Self::Audio { .. } => ErrorKind::Audio,
+            Self::Model(_)
+            | Self::Segment(S::Model(_))
+            | Self::Transcribe(T::Model(_))
+            | Self::Pool(nina_transcribe::PoolError::Worker(T::Model(_))) => ErrorKind::Models,
+            Self::Segment(S::Io { source, .. }) => io_kind(source),
+            Self::Store(St::Io { source, .. }) => io_kind(source),
+            Self::Store(St::Invalid { .. } | St::NewerVersion { .. } | St::NotASession(_)) => {
+                ErrorKind::Session
+            }
+            _ => ErrorKind::Other,
+        }
+    }
+}
