@@ -14,25 +14,7 @@ use nina_segment::vad::{EnergyVad, SileroVad, VoiceDetector, probabilities};
 use nina_store::SessionDir;
 use nina_tests::{config, data, librivox_text, transcript_text};
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
+use nina_eval::memory::{peak_rss_mib, reset_peak};
 
 fn seconds_of(path: &Path) -> f64 {
     let mut total = 0.0;

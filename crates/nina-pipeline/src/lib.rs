@@ -95,3 +95,43 @@ impl PipelineError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn errors_are_sorted_for_the_user() {
+        let io_err = |kind| nina_store::StoreError::Io {
+            path: "/data/s/session.json".into(),
+            source: io::Error::from(kind),
+        };
+        let full = PipelineError::Store(io_err(io::ErrorKind::StorageFull));
+        assert_eq!(full.kind(), ErrorKind::DiskFull);
+        let seg_full = PipelineError::Segment(nina_segment::SegmentError::Io {
+            path: "/data/s/audio/0/x.wav".into(),
+            source: io::Error::from(io::ErrorKind::QuotaExceeded),
+        });
+        assert_eq!(seg_full.kind(), ErrorKind::DiskFull);
+        let denied = PipelineError::Store(io_err(io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.kind(), ErrorKind::Other);
+        let missing = PipelineError::Model(nina_models::ModelError::Missing {
+            path: "models/ggml-base.bin".into(),
+            fix: "run scripts/setup.sh".into(),
+        });
+        assert_eq!(missing.kind(), ErrorKind::Models);
+        let damaged = PipelineError::Store(nina_store::StoreError::Invalid {
+            path: "s/session.json".into(),
+            field: "utterances[0].file".into(),
+            reason: "unsafe".into(),
+        });
+        assert_eq!(damaged.kind(), ErrorKind::Session);
+        assert!(damaged.to_string().contains("utterances[0].file"));
+        let audio = PipelineError::Audio {
+            path: "x.mp3".into(),
+            reason: "no audio track".into(),
+        };
+        assert_eq!(audio.kind(), ErrorKind::Audio);
+    }
+}

@@ -10,25 +10,7 @@ use nina_eval::testdata::{self, Clip};
 use nina_models::{ModelDir, resolve_whisper};
 use nina_transcribe::{Decoding, TranscribeOptions, Transcriber, WhisperModel, WhisperTranscriber};
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
+use nina_eval::memory::{peak_rss_mib, reset_peak};
 
 fn load(clip: &Clip) -> Vec<f32> {
     testdata::read_wav_16k_mono(&clip.path).unwrap_or_else(|e| panic!("{e}"))
