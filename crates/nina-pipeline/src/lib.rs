@@ -2,22 +2,27 @@
 //! segmented, transcribed and stored.
 //!
 //! - [`decode`]: any file symphonia reads, packet by packet.
-//! - [`Pipeline::segment_file`]: one stream through a [`nina_segment::Segmenter`] into a session
-//!   directory (utterance WAVs + `session.json`).
+//! - [`SessionWriter`]: utterances of any number of streams (one per user) into a session
+//!   directory as they complete: WAVs written atomically, `session.json` on checkpoints.
+//! - [`Pipeline::segment_file`]: one stream through a [`nina_segment::Segmenter`] into a
+//!   [`SessionWriter`].
 //! - [`Pipeline::transcribe_session`]: every utterance of a stored session through a
 //!   [`nina_transcribe::TranscriptionPool`], into the transcript files. Each finished utterance is
 //!   saved at once, so an interrupted run resumes where it stopped; work already done with the same
 //!   model and options is skipped.
 //!
 //! The live collector will do per user stream exactly what [`Pipeline::segment_file`] does for a
-//! file: push PCM into a segmenter, write each utterance, submit it to the pool.
+//! file: push PCM into that user's segmenter, hand each utterance to the session's
+//! [`SessionWriter`], submit its 16 kHz audio to the pool.
 
 pub mod decode;
 mod pipeline;
 mod progress;
+mod writer;
 
 pub use pipeline::{FILE_USER, Outcome, Pipeline, PipelineConfig, VadChoice, file_session_dir};
 pub use progress::{NoProgress, Progress};
+pub use writer::SessionWriter;
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nina_models::{ModelDir, ModelError, catalog};
 use nina_segment::vad::{EnergyVad, SileroVad, VoiceDetector};
-use nina_segment::{Samples, SegmentError, Segmenter, SegmenterConfig, Utterance, wav};
+use nina_segment::{Samples, SegmentError, Segmenter, SegmenterConfig, wav};
 use nina_store::{
     CURRENT_VERSION, Participant, Place, Processing, SCHEMA, Session, SessionDir, Store,
     StoreError, TRANSCRIPT_JSON, TRANSCRIPT_SRT, TRANSCRIPT_TXT, TRANSCRIPT_VTT, UtteranceRecord,
@@ -20,7 +20,7 @@ use nina_transcribe::{
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{PipelineError, Progress, decode};
+use crate::{PipelineError, Progress, SessionWriter, decode};
 
 /// The user id of the single stream of a session built from a file.
 pub const FILE_USER: u64 = 0;
@@ -284,35 +284,9 @@ impl Pipeline {
                 Err(e) => tracing::warn!("replacing {}: {e}", dest.root().display()),
             }
         }
-        dest.clean_temp_files()?;
-
+        let mut writer = SessionWriter::new(dest.clone(), file_session(audio, &source_sha))?;
         let mut detector = Some(detector);
         let mut seg: Option<Segmenter> = None;
-        let mut records = Vec::new();
-        let mut store = |u: Utterance| -> Result<(), PipelineError> {
-            let file = nina_store::utterance_file(FILE_USER, u.seq, u.start);
-            let path = dest.file(&file)?;
-            wav::write_atomic(
-                &path,
-                &u.samples,
-                u.format.sample_rate,
-                u.format.channels,
-                u.format.format,
-            )?;
-            records.push(UtteranceRecord {
-                user_id: FILE_USER,
-                seq: u.seq,
-                start: u.start,
-                end: u.end,
-                speech_start: u.speech_start,
-                speech_end: u.speech_end,
-                cut: u.cut,
-                file,
-                sample_rate: u.format.sample_rate,
-                channels: u.format.channels,
-            });
-            Ok(())
-        };
         let (format, duration) = decode::decode_file(audio, |samples, at, format| {
             if seg.is_none() {
                 let d = detector
@@ -322,7 +296,7 @@ impl Pipeline {
             }
             if let Some(s) = seg.as_mut() {
                 for u in s.push(Samples::F32(samples), at)? {
-                    store(u)?;
+                    writer.utterance(FILE_USER, &u)?;
                 }
             }
             progress.decoded(at);
@@ -330,7 +304,7 @@ impl Pipeline {
         })?;
         if let Some(s) = seg.as_mut() {
             for u in s.finish()? {
-                store(u)?;
+                writer.utterance(FILE_USER, &u)?;
             }
         }
         progress.decoded(duration);
@@ -338,11 +312,12 @@ impl Pipeline {
             rate = format.sample_rate,
             channels = format.channels,
             duration,
-            utterances = records.len(),
+            utterances = writer.session().utterances.len(),
             "segmented"
         );
 
-        self.remove_stale_audio(dest, &records)?;
+        let mut session = writer.into_session();
+        self.remove_stale_audio(dest, &session.utterances)?;
         for f in [
             TRANSCRIPT_JSON,
             TRANSCRIPT_SRT,
@@ -351,9 +326,7 @@ impl Pipeline {
         ] {
             let _ = fs::remove_file(dest.root().join(f));
         }
-        let mut session = file_session(audio, &source_sha);
         session.ended_at_ms = Some(session.started_at_ms + (duration * 1000.0).round() as i64);
-        session.utterances = records;
         session.processing = vec![Processing {
             step: STEP_SEGMENT.into(),
             name: name.into(),
