@@ -27,6 +27,7 @@ mod exit {
 #[derive(Parser, Debug)]
 #[command(
     name = "reprocess",
+    args_override_self = true,
     version,
     about = "Nina's offline pipeline: audio files into sessions, stored sessions through new models",
     after_help = "Exit codes: 0 done, 1 other failure, 2 bad usage, 3 unreadable or unsupported audio, \

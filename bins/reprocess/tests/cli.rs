@@ -184,3 +184,50 @@ fn a_run_killed_at_random_points_ends_like_an_uninterrupted_one() {
         );
     }
 }
+
+#[test]
+fn stored_sessions_are_rerun_only_when_model_or_options_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let audio = data("librivox/sense_and_sensibility_01_austen_64kb-0890.wav");
+    let (c, e) = code(
+        reprocess()
+            .arg("file")
+            .arg(&audio)
+            .arg("--data")
+            .arg(&data_dir),
+    );
+    assert_eq!(c, 0, "{e}");
+    let sessions = nina_store::Store::new(&data_dir).sessions().unwrap();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "placed by the layout under {}",
+        data_dir.display()
+    );
+    let sd = &sessions[0];
+    assert!(sd.root().starts_with(data_dir.join("0/0")));
+    let first = sd.load().unwrap();
+
+    // Same model and options: skipped.
+    let (c, e) = code(reprocess().args(["--jobs", "2", "all"]).arg(&data_dir));
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("already transcribed"), "{e}");
+    // Other options: redone and recorded; --force redoes the same work.
+    let (c, e) = code(reprocess().args(["--greedy", "session"]).arg(sd.root()));
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("utterances"), "{e}");
+    let second = sd.load().unwrap();
+    assert_eq!(second.processing.len(), 2);
+    assert_ne!(second.processing[1].key, first.processing[1].key);
+    assert_eq!(second.processing[1].options["decoding"]["kind"], "greedy");
+    let (c, e) = code(
+        reprocess()
+            .args(["--greedy", "--force", "all"])
+            .arg(&data_dir),
+    );
+    assert_eq!(c, 0, "{e}");
+    assert!(!e.contains("already transcribed"), "{e}");
+    let text = std::fs::read_to_string(sd.root().join("transcript.txt")).unwrap();
+    assert!(text.to_lowercase().contains("selfish"), "{text}");
+}
