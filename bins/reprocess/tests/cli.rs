@@ -231,3 +231,78 @@ fn stored_sessions_are_rerun_only_when_model_or_options_change() {
     let text = std::fs::read_to_string(sd.root().join("transcript.txt")).unwrap();
     assert!(text.to_lowercase().contains("selfish"), "{text}");
 }
+
+/// Serves the file at `path` to every request on loopback; returns its URL.
+fn serve_file(path: std::path::PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut s = stream;
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = std::fs::read(&path).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s
+                .write_all(head.as_bytes())
+                .and_then(|()| s.write_all(&body));
+        }
+    });
+    format!("http://{addr}/{name}")
+}
+
+#[test]
+fn a_whisper_model_given_by_url_is_downloaded_once_and_checked() {
+    let models = nina_eval_models();
+    let url = serve_file(models.join(nina_models::catalog::WHISPER_TINY_EN.file));
+    let sha = nina_models::catalog::WHISPER_TINY_EN.sha256;
+    let dir = tempfile::tempdir().unwrap();
+    let own_models = dir.path().join("models");
+    std::fs::create_dir_all(&own_models).unwrap();
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let run = |whisper_sha: &str, out: &str| {
+        code(
+            reprocess()
+                .args(["--models"])
+                .arg(&own_models)
+                .args([
+                    "--vad",
+                    "energy",
+                    "--whisper",
+                    &url,
+                    "--whisper-sha256",
+                    whisper_sha,
+                ])
+                .arg("file")
+                .arg(&speech)
+                .arg("--out")
+                .arg(dir.path().join(out)),
+        )
+    };
+    let (c, e) = run(sha, "a");
+    assert_eq!(c, 0, "{e}");
+    let downloaded = own_models.join("ggml-tiny.en.bin");
+    assert_eq!(nina_models::sha256_file(&downloaded).unwrap(), sha);
+    let text = std::fs::read_to_string(dir.path().join("a/transcript.txt")).unwrap();
+    assert!(text.to_lowercase().contains("young man"), "{text}");
+    // A checksum that does not match is refused, for a new download and for the file in place.
+    let wrong = "0".repeat(64);
+    let (c, e) = run(&wrong, "b");
+    assert_eq!(c, 4, "{e}");
+    assert!(e.contains("sha256") || e.contains("checksum"), "{e}");
+    std::fs::remove_file(&downloaded).unwrap();
+    let (c, e) = run(&wrong, "c");
+    assert_eq!(c, 4, "{e}");
+    assert!(
+        !downloaded.exists(),
+        "a file failing its checksum is not kept"
+    );
+}
