@@ -99,6 +99,10 @@ struct Opts {
     /// Translate to English.
     #[arg(long, global = true)]
     translate: bool,
+    /// Always give Whisper a full 30 s window (slower; more accurate with tiny models on short
+    /// utterances, see docs/measurements.md).
+    #[arg(long, global = true)]
+    full_window: bool,
     /// Transcription workers running at once.
     #[arg(long, global = true, default_value_t = 1)]
     jobs: usize,
@@ -135,6 +139,7 @@ impl Opts {
         t.language = self.language.clone();
         t.initial_prompt = self.prompt.clone();
         t.translate = self.translate;
+        t.short_audio_context = !self.full_window;
         if self.greedy {
             t.decoding = Decoding::Greedy { best_of: 5 };
         }
