@@ -12,27 +12,21 @@ use tracing::{debug, info, warn};
 
 use crate::payloads;
 use crate::state::{
-    BotVoice, GwOut, GwSession, RecordedCommand, Shared, State, redact, shutdown_signal,
+    BotVoice, GwOut, GwSession, RecordedCommand, Shared, State, accept_until_shutdown, redact,
+    shutdown_signal,
 };
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut sd = shared.shutdown_rx();
-    loop {
-        tokio::select! {
-            _ = sd.wait_for(|v| *v) => break,
-            acc = listener.accept() => match acc {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, shared).await {
-                            debug!("gateway connection ended: {e}");
-                        }
-                    });
-                }
-                Err(e) => warn!("gateway accept failed: {e}"),
+    let each = shared.clone();
+    accept_until_shutdown(listener, &shared, "gateway", move |stream| {
+        let shared = each.clone();
+        async move {
+            if let Err(e) = connection(stream, shared).await {
+                debug!("gateway connection ended: {e}");
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Splits `a=b&c=d` into pairs.

@@ -8,26 +8,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::payloads;
-use crate::state::{RecordedRequest, Shared, State, redact};
+use crate::state::{RecordedRequest, Shared, State, accept_until_shutdown, redact};
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut sd = shared.shutdown_rx();
-    loop {
-        tokio::select! {
-            _ = sd.wait_for(|v| *v) => break,
-            acc = listener.accept() => match acc {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, shared).await {
-                            debug!("REST connection ended: {e}");
-                        }
-                    });
-                }
-                Err(e) => warn!("REST accept failed: {e}"),
+    let each = shared.clone();
+    accept_until_shutdown(listener, &shared, "REST", move |stream| {
+        let shared = each.clone();
+        async move {
+            if let Err(e) = connection(stream, shared).await {
+                debug!("REST connection ended: {e}");
             }
         }
-    }
+    })
+    .await;
 }
 
 const MAX_REQUEST: usize = 8 << 20;

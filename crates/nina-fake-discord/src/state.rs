@@ -366,6 +366,31 @@ pub(crate) async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// Accepts connections on `listener` until the fake shuts down, running `handle` on each in a
+/// task of its own. `what` names the server in warnings.
+pub(crate) async fn accept_until_shutdown<F, Fut>(
+    listener: tokio::net::TcpListener,
+    shared: &Shared,
+    what: &'static str,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut sd = shared.shutdown_rx();
+    loop {
+        tokio::select! {
+            _ = sd.wait_for(|v| *v) => break,
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(stream));
+                }
+                Err(e) => tracing::warn!("{what} accept failed: {e}"),
+            }
+        }
+    }
+}
+
 /// Replaces `token` fields (any depth) with a placeholder, for logs and records.
 pub(crate) fn redact(mut v: Value) -> Value {
     fn walk(v: &mut Value) {

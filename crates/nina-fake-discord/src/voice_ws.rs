@@ -14,7 +14,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::CryptoMode;
 use crate::gateway::query_pairs;
-use crate::state::{RecordedCommand, Shared, VoiceConn, VoiceOut, redact, shutdown_signal};
+use crate::state::{
+    RecordedCommand, Shared, VoiceConn, VoiceOut, accept_until_shutdown, redact, shutdown_signal,
+};
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -22,29 +24,23 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     udp_port: u16,
 ) {
-    let mut sd = shared.shutdown_rx();
-    loop {
-        tokio::select! {
-            _ = sd.wait_for(|v| *v) => break,
-            acc = listener.accept() => match acc {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        match acceptor.accept(stream).await {
-                            Ok(tls) => {
-                                if let Err(e) = connection(tls, shared, udp_port).await {
-                                    debug!("voice connection ended: {e}");
-                                }
-                            }
-                            Err(e) => warn!("voice TLS handshake failed (does the bot trust the fake CA?): {e}"),
-                        }
-                    });
+    let each = shared.clone();
+    accept_until_shutdown(listener, &shared, "voice", move |stream| {
+        let (shared, acceptor) = (each.clone(), acceptor.clone());
+        async move {
+            match acceptor.accept(stream).await {
+                Ok(tls) => {
+                    if let Err(e) = connection(tls, shared, udp_port).await {
+                        debug!("voice connection ended: {e}");
+                    }
                 }
-                Err(e) => warn!("voice accept failed: {e}"),
+                Err(e) => {
+                    warn!("voice TLS handshake failed (does the bot trust the fake CA?): {e}")
+                }
             }
         }
-    }
+    })
+    .await;
 }
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
