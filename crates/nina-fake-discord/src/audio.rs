@@ -155,12 +155,7 @@ pub fn similarity(reference: &[f32], decoded: &[f32], max_lag: usize) -> Option<
     }
     let (lag, correlation) = best?;
     // SNR with the least-squares gain at the best lag.
-    let (mut rr, mut rd, mut dd) = (0.0f64, 0.0f64, 0.0f64);
-    for_overlap(reference, decoded, lag, |r, d| {
-        rr += r * r;
-        rd += r * d;
-        dd += d * d;
-    });
+    let (rr, rd, dd) = energies(reference, decoded, lag);
     if rr <= 0.0 || dd <= 0.0 {
         return None;
     }
@@ -192,13 +187,19 @@ fn for_overlap(reference: &[f32], decoded: &[f32], lag: i64, mut f: impl FnMut(f
     }
 }
 
-fn corr_at(reference: &[f32], decoded: &[f32], lag: i64) -> Option<f64> {
+/// Sums of r², r·d and d² over the overlap at `lag`.
+fn energies(reference: &[f32], decoded: &[f32], lag: i64) -> (f64, f64, f64) {
     let (mut rr, mut rd, mut dd) = (0.0f64, 0.0f64, 0.0f64);
     for_overlap(reference, decoded, lag, |r, d| {
         rr += r * r;
         rd += r * d;
         dd += d * d;
     });
+    (rr, rd, dd)
+}
+
+fn corr_at(reference: &[f32], decoded: &[f32], lag: i64) -> Option<f64> {
+    let (rr, rd, dd) = energies(reference, decoded, lag);
     if rr <= 0.0 || dd <= 0.0 {
         return None;
     }

@@ -24,8 +24,13 @@ pub(crate) fn user(id: u64, name: &str, bot: bool) -> Value {
 }
 
 pub(crate) fn member(id: u64, name: &str, bot: bool) -> Value {
+    member_of(&user(id, name, bot))
+}
+
+/// A guild member around an already built user object.
+fn member_of(user: &Value) -> Value {
     json!({
-        "user": user(id, name, bot),
+        "user": user,
         "nick": null,
         "avatar": null,
         "roles": [],
@@ -299,21 +304,6 @@ pub(crate) fn message(
         m["member"] = mem;
     }
     m
-}
-
-fn member_of(author: &Value) -> Value {
-    json!({
-        "user": author,
-        "nick": null,
-        "avatar": null,
-        "roles": [],
-        "joined_at": TIMESTAMP,
-        "premium_since": null,
-        "deaf": false,
-        "mute": false,
-        "flags": 0,
-        "pending": false,
-    })
 }
 
 /// An application command interaction (slash command) from `user` in `channel_id`.
