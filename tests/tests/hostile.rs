@@ -87,16 +87,16 @@ fn damaged_audio_is_an_error_or_what_is_there() {
     )
     .unwrap();
     for f in [&truncated, &absurd] {
-        match run(&p, f, &root.join("out").join(f.file_stem().unwrap())) {
-            Ok(n) => assert!(n >= 1, "{}: speech is found", f.display()),
-            Err(e) => assert_eq!(e.kind(), ErrorKind::Audio, "{}: {e}", f.display()),
-        }
+        let n = run(&p, f, &root.join("out").join(f.file_stem().unwrap()))
+            .unwrap_or_else(|e| panic!("{}: the audio that is there is used: {e}", f.display()));
+        assert!(n >= 1, "{}: speech is found", f.display());
     }
     // Nothing but session directories was created, and no temporary file is left.
     for (path, _) in tree(root) {
         let s = path.to_string_lossy();
         assert!(s.starts_with("out/") || !s.contains('/'), "{s}");
-        assert!(!s.ends_with(".tmp"), "{s}");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!nina_fs::is_temp_name(&name) && !s.ends_with(".tmp"), "{s}");
     }
 }
 

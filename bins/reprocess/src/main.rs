@@ -22,6 +22,19 @@ mod exit {
     pub const MODELS: u8 = 4;
     pub const SESSION: u8 = 5;
     pub const DISK_FULL: u8 = 6;
+    pub const BUSY: u8 = 7;
+    pub const FAILED_UTTERANCES: u8 = 8;
+}
+
+/// The run finished, but some utterances could not be transcribed (recorded in their
+/// sessions' `session.json`; a rerun retries only those).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{failed} utterance(s) in {sessions} session(s) could not be transcribed (see above); run again to retry only those"
+)]
+struct FailedUtterances {
+    failed: usize,
+    sessions: usize,
 }
 
 #[derive(Parser, Debug)]
@@ -30,8 +43,10 @@ mod exit {
     args_override_self = true,
     version,
     about = "Nina's offline pipeline: audio files into sessions, stored sessions through new models",
-    after_help = "Exit codes: 0 done, 1 other failure, 2 bad usage, 3 unreadable or unsupported audio, \
-                  4 missing or damaged models (run scripts/setup.sh), 5 damaged session.json, 6 disk full."
+    after_help = "Exit codes: 0 done, 1 other failure, 2 bad usage (an option out of range, a destination \
+                  that is not a Nina session), 3 unreadable or unsupported audio, 4 missing or damaged \
+                  models (run scripts/setup.sh), 5 damaged session.json, 6 disk full, 7 session in use by \
+                  another process, 8 finished but some utterances failed (a rerun retries only those)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -81,7 +96,7 @@ struct Opts {
     /// Whisper model: `whisper-base`, `whisper-tiny-en`, a ggml file, or an https URL.
     #[arg(long, global = true, default_value = "whisper-base")]
     whisper: String,
-    /// Expected sha256 of a Whisper model given by URL.
+    /// sha256 of a Whisper model given by URL (required with a URL).
     #[arg(long, global = true)]
     whisper_sha256: Option<String>,
     /// Voice activity detector (auto: Silero when its model is present).
@@ -125,7 +140,6 @@ impl Opts {
         let mut cfg = PipelineConfig {
             models: self.models.clone(),
             whisper: self.whisper.clone(),
-            whisper_sha256: self.whisper_sha256.clone(),
             vad: match self.vad {
                 Vad::Auto => VadChoice::Auto,
                 Vad::Silero => VadChoice::Silero,
@@ -213,12 +227,20 @@ impl Progress for Bars {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<FailedUtterances>().is_some() {
+        return exit::FAILED_UTTERANCES;
+    }
+    if e.downcast_ref::<nina_models::ModelError>().is_some() {
+        return exit::MODELS;
+    }
     match e.downcast_ref::<PipelineError>().map(PipelineError::kind) {
         Some(ErrorKind::Audio) => exit::AUDIO,
         Some(ErrorKind::Models) => exit::MODELS,
         Some(ErrorKind::Session) => exit::SESSION,
         Some(ErrorKind::DiskFull) => exit::DISK_FULL,
-        _ => exit::OTHER,
+        Some(ErrorKind::Busy) => exit::BUSY,
+        Some(ErrorKind::Usage) => exit::USAGE,
+        Some(ErrorKind::Other) | None => exit::OTHER,
     }
 }
 
@@ -232,15 +254,33 @@ fn report(o: &Outcome, dir: &Path) {
             utterances,
             resumed,
             audio_seconds,
-        } => eprintln!(
-            "{}: {utterances} utterances, {audio_seconds:.1} s of speech{}",
-            dir.display(),
-            if *resumed > 0 {
-                format!(" ({resumed} resumed from an interrupted run)")
-            } else {
-                String::new()
+            failed,
+        } => {
+            eprintln!(
+                "{}: {utterances} utterances, {audio_seconds:.1} s of speech{}{}",
+                dir.display(),
+                if *resumed > 0 {
+                    format!(" ({resumed} resumed from an earlier run)")
+                } else {
+                    String::new()
+                },
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} FAILED", failed.len())
+                }
+            );
+            for f in failed {
+                eprintln!("  failed: {}: {}", f.file, f.reason);
             }
-        ),
+        }
+    }
+}
+
+fn failed_of(o: &Outcome) -> usize {
+    match o {
+        Outcome::Done { failed, .. } => failed.len(),
+        Outcome::Skipped => 0,
     }
 }
 
@@ -254,9 +294,14 @@ fn run_sessions(pipeline: &Pipeline, dirs: Vec<SessionDir>, force: bool) -> anyh
     let bars = Bars::new(dirs.len(), total);
     bars.decode.finish_and_clear();
     let mut first_error = None;
+    let (mut failed, mut failed_sessions) = (0, 0);
     for dir in &dirs {
         match pipeline.transcribe_session(dir, force, &bars) {
-            Ok(o) => bars.sessions.suspend(|| report(&o, dir.root())),
+            Ok(o) => {
+                bars.sessions.suspend(|| report(&o, dir.root()));
+                failed += failed_of(&o);
+                failed_sessions += usize::from(failed_of(&o) > 0);
+            }
             Err(e) => {
                 let e = anyhow::Error::new(e).context(format!("session {}", dir.root().display()));
                 bars.sessions.suspend(|| eprintln!("error: {e:#}"));
@@ -270,12 +315,34 @@ fn run_sessions(pipeline: &Pipeline, dirs: Vec<SessionDir>, force: bool) -> anyh
     match first_error {
         Some(e) if dirs.len() > 1 => Err(e.context("some sessions failed (see above)")),
         Some(e) => Err(e),
+        None if failed > 0 => Err(FailedUtterances {
+            failed,
+            sessions: failed_sessions,
+        }
+        .into()),
         None => Ok(()),
     }
 }
 
+/// The pipeline for `opts`: every option checked before any model loads (exit 2), and a
+/// Whisper model given by URL downloaded (with its checksum) into the models directory.
+fn pipeline(opts: &Opts) -> anyhow::Result<Pipeline> {
+    let mut cfg = opts.config();
+    cfg.validate().context("invalid option")?;
+    let is_url = cfg.whisper.starts_with("https://") || cfg.whisper.starts_with("http://");
+    if is_url {
+        let path = nina_models::resolve_or_download_whisper(
+            &nina_models::ModelDir::new(&cfg.models),
+            &cfg.whisper,
+            opts.whisper_sha256.as_deref(),
+        )?;
+        cfg.whisper = path.to_string_lossy().into_owned();
+    }
+    Ok(Pipeline::new(cfg).context("configuration")?)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let pipeline = Pipeline::new(cli.opts.config()).context("configuration")?;
+    let pipeline = pipeline(&cli.opts)?;
     let force = cli.opts.force;
     match cli.command {
         Command::File { audio, out, data } => {
@@ -298,7 +365,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report(&outcome, dest.root());
             println!("{}", dest.root().display());
             tracing::debug!(utterances = session.utterances.len(), "file done");
-            Ok(())
+            match failed_of(&outcome) {
+                0 => Ok(()),
+                failed => Err(FailedUtterances {
+                    failed,
+                    sessions: 1,
+                }
+                .into()),
+            }
         }
         Command::Session { dirs } => run_sessions(
             &pipeline,

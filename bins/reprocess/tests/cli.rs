@@ -28,7 +28,7 @@ fn reprocess() -> Command {
             "--vad",
             "silero",
         ])
-        .args(["--jobs", "1", "--threads", "2"])
+        .args(["--jobs", "1"])
         .stdin(Stdio::null());
     c
 }
@@ -44,13 +44,12 @@ fn code(c: &mut Command) -> (i32, String) {
 }
 
 #[test]
-fn exit_codes_tell_what_went_wrong() {
+fn exit_3_for_audio_that_cannot_be_read() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
     let text = dir.path().join("notes.wav");
     std::fs::write(&text, "not audio").unwrap();
-
     let (c, e) = code(
         reprocess()
             .args(["file", "/nonexistent.wav", "--out"])
@@ -60,18 +59,29 @@ fn exit_codes_tell_what_went_wrong() {
     let (c, e) = code(reprocess().arg("file").arg(&text).arg("--out").arg(&out));
     assert_eq!(c, 3, "{e}");
     assert!(e.contains("notes.wav"), "{e}");
+}
 
+#[test]
+fn exit_4_for_missing_models() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
     let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
     let (c, e) = code(
         reprocess()
             .args(["--models", "/nonexistent-models", "file"])
             .arg(&speech)
             .arg("--out")
-            .arg(&out),
+            .arg(dir.path().join("s")),
     );
     assert_eq!(c, 4, "{e}");
     assert!(e.contains("setup.sh"), "{e}");
+}
 
+#[test]
+fn exit_5_for_a_damaged_session() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         out.join("session.json"),
@@ -81,12 +91,258 @@ fn exit_codes_tell_what_went_wrong() {
     let (c, e) = code(reprocess().arg("session").arg(&out));
     assert_eq!(c, 5, "{e}");
     assert!(e.contains("`id`"), "{e}");
+}
 
-    let (c, e) = code(reprocess().args(["--diarize", "session"]).arg(&out));
+/// Every option is checked before any model loads: with no models at all, a bad option is
+/// still exit 2 (a model load would be exit 4).
+#[test]
+fn exit_2_for_bad_usage_before_any_model_loads() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let out = dir.path().join("s");
+    for bad in [
+        &["--jobs", "0"][..],
+        &["--threads", "0"],
+        &["--max-utterance", "1"],
+        &["--language", "xx"],
+        &["--diarize"],
+    ] {
+        let (c, e) = code(
+            reprocess()
+                .args(["--models", "/nonexistent-models"])
+                .args(bad)
+                .arg("file")
+                .arg(&speech)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert_eq!(c, 2, "{bad:?}: {e}");
+        assert!(!out.exists(), "{bad:?}: nothing written");
+    }
+    let (c, e) = code(reprocess().arg("file").arg(&speech));
+    assert_eq!(c, 2, "--out or --data is required: {e}");
+}
+
+#[test]
+fn exit_6_when_the_disk_fills() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    // A 32 KiB file system of its own (a private mount namespace: no root needed).
+    let run = reprocess();
+    let mut c = Command::new("unshare");
+    c.args([
+        "-rm",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o size=32k tmpfs "$1" && shift && exec "$@""#,
+        "sh",
+    ])
+    .arg(&small)
+    .arg(run.get_program())
+    .args(run.get_args())
+    .args(["--vad", "energy", "file"])
+    .arg(&speech)
+    .arg("--out")
+    .arg(small.join("s"))
+    .env("NINA_MODELS", nina_eval_models())
+    .stdin(Stdio::null());
+    let (code_, e) = code(&mut c);
+    assert_eq!(code_, 6, "{e}");
+    assert!(e.contains("No space left"), "{e}");
+}
+
+#[test]
+fn exit_7_when_another_process_holds_the_session() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let (c, e) = code(reprocess().arg("file").arg(&speech).arg("--out").arg(&out));
+    assert_eq!(c, 0, "{e}");
+    let before = tree(&out);
+    let held = nina_store::SessionDir::new(&out).open().unwrap();
+    for args in [&["--force", "session"][..], &["--force", "file"]] {
+        let mut r = reprocess();
+        r.args(args);
+        if args[1] == "file" {
+            r.arg(&speech).arg("--out");
+        }
+        let (c, e) = code(r.arg(&out));
+        assert_eq!(c, 7, "{args:?}: {e}");
+        assert!(e.contains("in use"), "{e}");
+    }
+    drop(held);
+    assert_eq!(tree(&out), before, "the second process changed nothing");
+}
+
+#[test]
+fn a_3_khz_recording_is_resampled_not_refused() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let low = dir.path().join("low.wav");
+    let st = Command::new("sox")
+        .arg(data(
+            "librivox/sense_and_sensibility_01_austen_64kb-0880.wav",
+        ))
+        .args(["-r", "3000"])
+        .arg(&low)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = dir.path().join("s");
+    let (c, e) = code(reprocess().arg("file").arg(&low).arg("--out").arg(&out));
+    assert_eq!(c, 0, "{e}");
+    let s = nina_store::SessionDir::new(&out).load().unwrap();
+    assert!(!s.utterances.is_empty());
+    assert_eq!(s.utterances[0].sample_rate, 3000);
+}
+
+/// `reprocess session DIR` and `file --out DIR` on a directory that is not a Nina session touch
+/// nothing in it (it used to delete every hidden `*.tmp` under it first).
+#[test]
+fn files_that_are_not_the_sessions_are_never_touched() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("deep/er")).unwrap();
+    std::fs::write(home.join("deep/er/.notes.tmp"), b"mine").unwrap();
+    std::fs::write(home.join(".x.tmp"), b"mine").unwrap();
+    let before = tree(&home);
+    let (c, e) = code(reprocess().arg("session").arg(&home));
+    assert_eq!(c, 5, "{e}");
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let (c, e) = code(reprocess().arg("file").arg(&speech).arg("--out").arg(&home));
     assert_eq!(c, 2, "{e}");
-    assert!(e.contains("diarize"), "{e}");
-    let (c, _) = code(reprocess().arg("file").arg(&speech));
-    assert_eq!(c, 2, "--out or --data is required");
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(tree(&home), before);
+}
+
+/// One bad utterance no longer blocks its session: it is recorded with its reason, the rest is
+/// transcribed, the run exits 8, and a rerun retries only the failed one.
+#[test]
+fn exit_8_when_utterances_fail_and_a_rerun_retries_only_those() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let speech = data("formats/librivox.flac");
+    let (c, e) = code(
+        reprocess()
+            .args(["--max-utterance", "6"])
+            .arg("file")
+            .arg(&speech)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(c, 0, "{e}");
+    let sd = nina_store::SessionDir::new(&out);
+    let s = sd.load().unwrap();
+    let n = s.utterances.len();
+    assert!(n >= 3, "{n} utterances");
+    let victim = out.join(&s.utterances[1].file);
+    let good = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, b"RIFF garbage").unwrap();
+    let (c, e) = code(reprocess().args(["--force", "session"]).arg(&out));
+    assert_eq!(c, 8, "{e}");
+    assert!(
+        e.contains("1 FAILED") && e.contains(&s.utterances[1].file),
+        "{e}"
+    );
+    let after = sd.load().unwrap();
+    let failed = &after.processing_of("transcribe").unwrap().failed;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].file, s.utterances[1].file);
+    let text = std::fs::read_to_string(out.join("transcript.txt")).unwrap();
+    assert!(!text.trim().is_empty(), "the others were transcribed");
+    // Repaired: the rerun does only the failed one.
+    std::fs::write(&victim, good).unwrap();
+    let (c, e) = code(reprocess().arg("session").arg(&out));
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains(&format!("({} resumed", n - 1)), "{e}");
+    assert!(
+        sd.load()
+            .unwrap()
+            .processing_of("transcribe")
+            .unwrap()
+            .failed
+            .is_empty()
+    );
+    assert!(!out.join(".work").exists());
+}
+
+/// A run killed part-way and resumed with another `--jobs` (so other threads per worker)
+/// redoes nothing that was saved.
+#[test]
+fn a_killed_run_resumed_with_other_jobs_redoes_nothing_saved() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let speech = data("formats/librivox.flac");
+    let (c, e) = code(
+        reprocess()
+            .args(["--max-utterance", "4", "--vad", "energy"])
+            .arg("file")
+            .arg(&speech)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(c, 0, "{e}");
+    // Kill a rerun with other options as soon as it has saved some work.
+    let mut child = reprocess()
+        .args(["--greedy", "session"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let work = |out: &Path| -> usize {
+        walk(&out.join(".work"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    let t0 = Instant::now();
+    while work(&out) < 1 && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = work(&out);
+    assert!(saved >= 1, "nothing was saved before the kill");
+    let n = nina_store::SessionDir::new(&out)
+        .load()
+        .unwrap()
+        .utterances
+        .len();
+    assert!(saved < n, "the run finished before the kill ({saved}/{n})");
+    let (c, e) = code(
+        reprocess()
+            .args(["--greedy", "--jobs", "2", "--threads", "1", "session"])
+            .arg(&out),
+    );
+    assert_eq!(c, 0, "{e}");
+    assert!(
+        e.contains(&format!("({saved} resumed")),
+        "{saved} saved: {e}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// Checks that every finished file of a session directory is whole (temporary files may exist
@@ -94,7 +350,7 @@ fn exit_codes_tell_what_went_wrong() {
 fn assert_whole(dir: &Path) {
     for (rel, bytes) in tree(dir) {
         let name = rel.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if nina_fs::is_temp_name(&name) {
             continue;
         }
         let path = dir.join(&rel);
@@ -104,7 +360,7 @@ fn assert_whole(dir: &Path) {
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
             Some("wav") => {
-                nina_segment::wav::read(&path, usize::MAX)
+                nina_store::read_wav(&path, usize::MAX)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
             _ => {}
@@ -201,8 +457,9 @@ fn a_run_killed_at_random_points_ends_like_an_uninterrupted_one() {
     }
     for (p, _) in &b {
         let s = p.to_string_lossy();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
-            !s.ends_with(".tmp") && !s.starts_with(".work"),
+            !nina_fs::is_temp_name(&name) && !s.starts_with(".work"),
             "left behind: {s}"
         );
     }

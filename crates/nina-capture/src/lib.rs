@@ -88,6 +88,9 @@ pub struct UserStats {
     pub lost: u64,
 }
 
+/// Most SSRCs whose audio is held at once while waiting for their Speaking event.
+pub const MAX_UNATTRIBUTED_SSRCS: usize = 64;
+
 /// Turns songbird's 20 ms voice ticks into per-user frames on the session clock.
 #[derive(Debug)]
 pub struct TickAssembler {
@@ -187,8 +190,38 @@ impl TickAssembler {
                 }
             }
         }
+        self.prune_unattributed(tick);
         out.sort_by_key(|f| f.user);
         Ok(out)
+    }
+
+    /// Keeps the held audio bounded in SSRCs as well as in ticks: an SSRC whose newest audio
+    /// left the holding window is forgotten, and past [`MAX_UNATTRIBUTED_SSRCS`] the SSRCs
+    /// heard least recently go first.
+    fn prune_unattributed(&mut self, now: u64) {
+        let window = self.max_held_ticks as u64;
+        self.unattributed.retain(|_, q| {
+            q.back()
+                .is_some_and(|(t, _)| now.saturating_sub(*t) < window.max(1))
+        });
+        while self.unattributed.len() > MAX_UNATTRIBUTED_SSRCS {
+            let oldest = self
+                .unattributed
+                .iter()
+                .min_by_key(|(ssrc, q)| (q.back().map_or(0, |(t, _)| *t), **ssrc))
+                .map(|(ssrc, _)| *ssrc);
+            match oldest {
+                Some(ssrc) => {
+                    self.unattributed.remove(&ssrc);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// SSRCs whose audio is held waiting for their Speaking event.
+    pub fn unattributed_ssrcs(&self) -> usize {
+        self.unattributed.len()
     }
 }
 
@@ -199,6 +232,27 @@ mod tests {
 
     const A: UserId = UserId(111);
     const B: UserId = UserId(222);
+
+    #[test]
+    fn held_audio_is_bounded_in_ssrcs_and_pruned() {
+        let mut a = TickAssembler::new(10);
+        // A flood of SSRCs that never announce themselves.
+        for t in 0..200u64 {
+            let audio = (0..20u32)
+                .map(|k| (t as u32 * 20 + k, TickAudio::Lost))
+                .collect();
+            a.tick(t, audio).unwrap();
+            assert!(a.unattributed_ssrcs() <= MAX_UNATTRIBUTED_SSRCS);
+        }
+        // Silence from everyone: after the holding window nothing is held.
+        for t in 200..211u64 {
+            a.tick(t, vec![]).unwrap();
+        }
+        assert_eq!(a.unattributed_ssrcs(), 0);
+        // A recent SSRC still gets its held audio when it announces itself.
+        a.tick(211, vec![(7, TickAudio::Lost)]).unwrap();
+        assert_eq!(a.speaking(7, A).len(), 1);
+    }
 
     fn pcm(v: i16, ms: usize) -> TickAudio {
         TickAudio::Decoded(vec![v; 48 * ms * CHANNELS])

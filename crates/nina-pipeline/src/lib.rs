@@ -20,7 +20,10 @@ mod pipeline;
 mod progress;
 mod writer;
 
-pub use pipeline::{FILE_USER, Outcome, Pipeline, PipelineConfig, VadChoice, file_session_dir};
+pub use pipeline::{
+    FILE_USER, Outcome, Pipeline, PipelineConfig, STEP_SEGMENT, STEP_TRANSCRIBE, VadChoice,
+    file_session_dir,
+};
 pub use progress::{NoProgress, Progress};
 pub use writer::SessionWriter;
 
@@ -68,6 +71,10 @@ pub enum ErrorKind {
     Session,
     /// The disk (or quota) is full.
     DiskFull,
+    /// Another process is working on the session.
+    Busy,
+    /// The request itself is wrong: a setting out of range, or a destination that is not Nina's.
+    Usage,
     /// Anything else.
     Other,
 }
@@ -91,11 +98,15 @@ impl PipelineError {
             | Self::Segment(S::Model(_))
             | Self::Transcribe(T::Model(_))
             | Self::Pool(nina_transcribe::PoolError::Worker(T::Model(_))) => ErrorKind::Models,
-            Self::Segment(S::Io { source, .. }) => io_kind(source),
+            Self::Config(_) | Self::Segment(S::Config(_)) | Self::Transcribe(T::Options(_)) => {
+                ErrorKind::Usage
+            }
             Self::Store(St::Io { source, .. }) => io_kind(source),
             Self::Store(St::Invalid { .. } | St::NewerVersion { .. } | St::NotASession(_)) => {
                 ErrorKind::Session
             }
+            Self::Store(St::Locked(_)) => ErrorKind::Busy,
+            Self::Store(St::NotOurs(_)) => ErrorKind::Usage,
             _ => ErrorKind::Other,
         }
     }
@@ -104,39 +115,53 @@ impl PipelineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
+    use nina_store::SessionDir;
 
+    /// Each kind from a failure really produced, not from a value built to match.
     #[test]
-    fn errors_are_sorted_for_the_user() {
-        let io_err = |kind| nina_store::StoreError::Io {
-            path: "/data/s/session.json".into(),
-            source: io::Error::from(kind),
-        };
-        let full = PipelineError::Store(io_err(io::ErrorKind::StorageFull));
-        assert_eq!(full.kind(), ErrorKind::DiskFull);
-        let seg_full = PipelineError::Segment(nina_segment::SegmentError::Io {
-            path: "/data/s/audio/0/x.wav".into(),
-            source: io::Error::from(io::ErrorKind::QuotaExceeded),
+    fn real_failures_are_sorted_for_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        // A full disk, as the operating system reports it.
+        let full = std::fs::write("/dev/full", b"x").unwrap_err();
+        let e = PipelineError::Store(nina_store::StoreError::Io {
+            path: "/dev/full".into(),
+            source: full,
         });
-        assert_eq!(seg_full.kind(), ErrorKind::DiskFull);
-        let denied = PipelineError::Store(io_err(io::ErrorKind::PermissionDenied));
-        assert_eq!(denied.kind(), ErrorKind::Other);
-        let missing = PipelineError::Model(nina_models::ModelError::Missing {
-            path: "models/ggml-base.bin".into(),
-            fix: "run scripts/setup.sh".into(),
-        });
-        assert_eq!(missing.kind(), ErrorKind::Models);
-        let damaged = PipelineError::Store(nina_store::StoreError::Invalid {
-            path: "s/session.json".into(),
-            field: "utterances[0].file".into(),
-            reason: "unsafe".into(),
-        });
-        assert_eq!(damaged.kind(), ErrorKind::Session);
-        assert!(damaged.to_string().contains("utterances[0].file"));
-        let audio = PipelineError::Audio {
-            path: "x.mp3".into(),
-            reason: "no audio track".into(),
-        };
-        assert_eq!(audio.kind(), ErrorKind::Audio);
+        assert_eq!(e.kind(), ErrorKind::DiskFull, "{e}");
+        // A session held by another process (here: another lock in this one).
+        let sd = SessionDir::new(dir.path().join("s"));
+        let _held = sd.claim().unwrap();
+        let e = PipelineError::from(sd.claim().unwrap_err());
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        // A directory that is not Nina's.
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("notes.txt"), b"x").unwrap();
+        let e = PipelineError::from(SessionDir::new(&theirs).claim().unwrap_err());
+        assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
+        // A damaged session.json.
+        let bad = SessionDir::new(dir.path().join("bad"));
+        std::fs::create_dir(bad.root()).unwrap();
+        std::fs::write(bad.root().join("session.json"), b"{").unwrap();
+        let e = PipelineError::from(bad.open().unwrap_err());
+        assert_eq!(e.kind(), ErrorKind::Session, "{e}");
+        // Out-of-range settings.
+        let e = Pipeline::new(PipelineConfig {
+            workers: 0,
+            ..PipelineConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
+        let mut cfg = PipelineConfig::default();
+        cfg.transcribe.language = Some("xx".into());
+        assert_eq!(Pipeline::new(cfg).unwrap_err().kind(), ErrorKind::Usage);
+        let mut cfg = PipelineConfig::default();
+        cfg.segmenter.max_utterance = 1.0;
+        assert_eq!(Pipeline::new(cfg).unwrap_err().kind(), ErrorKind::Usage);
     }
 }
+
+/// The code blocks of the workspace README, compiled as doctests so that what it shows works.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,6 +1,11 @@
 //! The offline pipeline: a file into a session, a session through transcription.
+//!
+//! Both steps hold the session's lock while they work, and change a session only by whole files
+//! with `session.json` as the commit point: re-segmenting writes its utterances under new names
+//! beside the old ones, commits the new `session.json`, and only then removes what the old one
+//! named. A kill at any point leaves the old complete set or the new one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -8,25 +13,32 @@ use std::time::Duration;
 
 use nina_models::{ModelDir, ModelError, catalog};
 use nina_segment::vad::{EnergyVad, SileroVad, VoiceDetector};
-use nina_segment::{Samples, SegmentError, Segmenter, SegmenterConfig, wav};
+use nina_segment::{Samples, SegmentError, Segmenter, SegmenterConfig};
 use nina_store::{
-    CURRENT_VERSION, Participant, Place, Processing, SCHEMA, Session, SessionDir, Store,
+    CURRENT_VERSION, Failure, Participant, Place, Processing, SCHEMA, Session, SessionDir, Store,
     StoreError, TRANSCRIPT_JSON, TRANSCRIPT_SRT, TRANSCRIPT_TXT, TRANSCRIPT_VTT, UtteranceRecord,
 };
 use nina_transcribe::{
-    JobResult, ModelInfo, Segment, SpeakerDropped, SpeakerSegment, TranscribeOptions, Transcript,
-    TranscriptDocument, TranscriptionPool, WhisperModel,
+    JobResult, ModelInfo, SpeakerDropped, SpeakerSegment, TranscribeError, TranscribeOptions,
+    Transcript, TranscriptDocument, TranscriptionPool, WhisperModel,
 };
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::{PipelineError, Progress, SessionWriter, decode};
 
 /// The user id of the single stream of a session built from a file.
 pub const FILE_USER: u64 = 0;
-const STEP_SEGMENT: &str = "segment";
-const STEP_TRANSCRIBE: &str = "transcribe";
+/// Name of the segmentation step in `session.json`.
+pub const STEP_SEGMENT: &str = "segment";
+/// Name of the transcription step in `session.json`.
+pub const STEP_TRANSCRIBE: &str = "transcribe";
 const WORK_PREFIX: &str = "transcribe-";
+const TRANSCRIPTS: [&str; 4] = [
+    TRANSCRIPT_JSON,
+    TRANSCRIPT_SRT,
+    TRANSCRIPT_VTT,
+    TRANSCRIPT_TXT,
+];
 
 /// Which voice activity detector segments audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,19 +55,18 @@ pub enum VadChoice {
 /// Everything the pipeline needs to know, in one place.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// The models directory (`models/` by default, `$NINA_MODELS` when set).
+    /// The models directory.
     pub models: PathBuf,
-    /// Whisper model: a pinned id (`whisper-base`, `whisper-tiny-en`), a ggml file, or a URL.
+    /// Whisper model: a pinned id (`whisper-base`, `whisper-tiny-en`) or a ggml file. (A model
+    /// given by URL is downloaded by the binary first, and given here as its file.)
     pub whisper: String,
-    /// Expected sha256 of a downloaded Whisper model.
-    pub whisper_sha256: Option<String>,
     /// Voice activity detector.
     pub vad: VadChoice,
     /// Hysteresis and limits of segmentation.
     pub segmenter: SegmenterConfig,
-    /// Transcription options (recorded with the results).
+    /// Transcription options (those that decide the result are recorded with it).
     pub transcribe: TranscribeOptions,
-    /// Transcription workers running at once.
+    /// Transcription workers running at once (an execution setting: not part of any key).
     pub workers: usize,
     /// Utterances waiting for a worker before submitting blocks.
     pub queue: usize,
@@ -66,7 +77,6 @@ impl Default for PipelineConfig {
         Self {
             models: ModelDir::from_env().root().to_path_buf(),
             whisper: catalog::WHISPER_BASE.id.to_string(),
-            whisper_sha256: None,
             vad: VadChoice::Auto,
             segmenter: SegmenterConfig::default(),
             transcribe: TranscribeOptions::default(),
@@ -76,17 +86,41 @@ impl Default for PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// Checks every setting without loading anything, so a bad option is reported before a
+    /// model loads.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        self.segmenter.validate()?;
+        if self.workers == 0 || self.workers > 64 {
+            return Err(PipelineError::Config(format!(
+                "workers must be between 1 and 64, got {}",
+                self.workers
+            )));
+        }
+        if self.queue == 0 {
+            return Err(PipelineError::Config("queue must be at least 1".into()));
+        }
+        nina_transcribe::check_options(&self.transcribe).map_err(|e| match e {
+            TranscribeError::Options(m) => PipelineError::Config(m),
+            other => PipelineError::Transcribe(other),
+        })
+    }
+}
+
 /// What [`Pipeline::transcribe_session`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Transcribed.
+    /// Transcribed (possibly with some utterances failed: see `failed`).
     Done {
         /// Utterances in the session.
         utterances: usize,
-        /// Of them, found already done by an interrupted run.
+        /// Of them, found already done by an interrupted or partly failed run.
         resumed: usize,
         /// Seconds of utterance audio.
         audio_seconds: f64,
+        /// Utterances that could not be transcribed, with why; recorded in `session.json`,
+        /// and a rerun retries only these.
+        failed: Vec<Failure>,
     },
     /// Already done with the same model, options and utterances.
     Skipped,
@@ -109,16 +143,12 @@ impl std::fmt::Debug for Pipeline {
 
 /// First 16 hex digits of the sha256 of `parts`, separated.
 fn digest(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
+    let mut joined = Vec::new();
     for p in parts {
-        h.update(p.as_bytes());
-        h.update([0u8]);
+        joined.extend_from_slice(p.as_bytes());
+        joined.push(0);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    nina_fs::sha256_bytes(&joined)[..16].to_string()
 }
 
 fn audio_err(path: &Path, reason: impl std::fmt::Display) -> PipelineError {
@@ -129,24 +159,28 @@ fn audio_err(path: &Path, reason: impl std::fmt::Display) -> PipelineError {
 }
 
 fn sha256_of_file(path: &Path) -> Result<String, PipelineError> {
-    let mut f = fs::File::open(path).map_err(|e| audio_err(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| audio_err(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    nina_fs::sha256_file(path).map_err(|e| audio_err(path, e.source))
 }
 
-/// The session of a file before segmentation: id from its contents, start from its modification
-/// time, guild and channel 0, one participant named after the file.
-fn file_session(audio: &Path, source_sha: &str) -> Session {
-    let started_at_ms = fs::metadata(audio)
+fn mtime_ms(path: &Path) -> i64 {
+    fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+fn file_session_id(source_sha: &str) -> String {
+    format!("file-{}", &source_sha[..16])
+}
+
+/// The session of a file before segmentation: id from its contents, guild and channel 0, one
+/// participant named after the file, starting at `started_at_ms`.
+fn file_session(audio: &Path, source_sha: &str, started_at_ms: i64) -> Session {
     Session {
         schema: SCHEMA.into(),
         schema_version: CURRENT_VERSION,
-        id: format!("file-{}", &source_sha[..16]),
+        id: file_session_id(source_sha),
         guild: Place { id: 0, name: None },
         channel: Place { id: 0, name: None },
         started_at_ms,
@@ -161,10 +195,16 @@ fn file_session(audio: &Path, source_sha: &str) -> Session {
     }
 }
 
-/// Where a file's session goes in a data directory: `<data>/0/0/<date of the file>/file-<sha>/`.
+/// Where a file's session goes in a data directory: the session already there for the same
+/// content (`<data>/0/0/<any date>/file-<sha>/`), else a new one dated by the file's
+/// modification time. Identity is the content: a copy of a file (new name, new time) finds the
+/// session, and the partial run, of the original.
 pub fn file_session_dir(store: &Store, audio: &Path) -> Result<SessionDir, PipelineError> {
     let sha = sha256_of_file(audio)?;
-    Ok(store.session_dir(&file_session(audio, &sha))?)
+    if let Some(found) = store.find(0, 0, &file_session_id(&sha))? {
+        return Ok(found);
+    }
+    Ok(store.session_dir(&file_session(audio, &sha, mtime_ms(audio)))?)
 }
 
 fn segmenter_options(c: &SegmenterConfig) -> serde_json::Value {
@@ -179,30 +219,99 @@ fn segmenter_options(c: &SegmenterConfig) -> serde_json::Value {
     })
 }
 
-fn shifted(mut s: Segment, by: f64) -> Segment {
-    s.start += by;
-    s.end += by;
-    for w in &mut s.words {
-        w.start += by;
-        w.end += by;
-    }
-    s
+/// The name of an utterance's saved result in `.work/`: its file's name, made an id.
+fn work_name(u: &UtteranceRecord) -> String {
+    let stem = u.file.strip_suffix(".wav").unwrap_or(&u.file);
+    stem.strip_prefix("audio/")
+        .unwrap_or(stem)
+        .replace('/', "_")
 }
 
-fn work_name(u: &UtteranceRecord) -> String {
-    format!("u{}-{}", u.user_id, u.seq)
+/// Removes what a session's `session.json` does not vouch for: transcripts when no
+/// transcription is recorded (a kill between committing a new segmentation and removing them).
+fn remove_unclaimed_outputs(dir: &SessionDir, session: &Session) -> Result<(), PipelineError> {
+    if session.processing_of(STEP_TRANSCRIBE).is_none() {
+        for f in TRANSCRIPTS {
+            let p = dir.root().join(f);
+            match fs::remove_file(&p) {
+                Ok(()) => tracing::info!(file = %p.display(), "removed a stale transcript"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io { path: p, source: e }.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes utterance WAVs of `user` that `session` does not name (the previous segmentation's).
+fn remove_unnamed_audio(
+    dir: &SessionDir,
+    session: &Session,
+    user: u64,
+) -> Result<(), PipelineError> {
+    let keep: BTreeSet<PathBuf> = session
+        .utterances
+        .iter()
+        .map(|u| dir.root().join(&u.file))
+        .collect();
+    let folder = dir.root().join("audio").join(user.to_string());
+    let Ok(entries) = fs::read_dir(&folder) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let ours =
+            e.file_type().is_ok_and(|t| t.is_file()) && p.extension().is_some_and(|x| x == "wav");
+        if ours && !keep.contains(&p) {
+            fs::remove_file(&p).map_err(|source| StoreError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// What one transcription run has to do and has done.
+struct TranscriptionRun<'a> {
+    dir: &'a SessionDir,
+    session: &'a Session,
+    work: String,
+    results: Vec<Option<Transcript>>,
+    failed: Vec<Failure>,
+}
+
+impl TranscriptionRun<'_> {
+    fn fail(&mut self, i: usize, reason: String) {
+        let file = self.session.utterances[i].file.clone();
+        tracing::error!(file = %file, "utterance not transcribed: {reason}");
+        self.failed.push(Failure { file, reason });
+    }
+
+    fn take(
+        &mut self,
+        i: usize,
+        r: JobResult<usize>,
+        progress: &dyn Progress,
+    ) -> Result<(), PipelineError> {
+        match r.transcript {
+            Ok(t) => {
+                let u = &self.session.utterances[i];
+                self.dir.put_work(&self.work, &work_name(u), &t)?;
+                self.results[i] = Some(t);
+                progress.utterance_done(u.end - u.start);
+            }
+            Err(e @ TranscribeError::Model(_)) => return Err(e.into()),
+            Err(e) => self.fail(i, e.to_string()),
+        }
+        Ok(())
+    }
 }
 
 impl Pipeline {
-    /// A pipeline with `cfg`; nothing is loaded until it is needed.
+    /// A pipeline with `cfg` (validated); nothing is loaded until it is needed.
     pub fn new(cfg: PipelineConfig) -> Result<Self, PipelineError> {
-        cfg.segmenter.validate()?;
-        if cfg.workers == 0 || cfg.workers > 64 {
-            return Err(PipelineError::Config(format!(
-                "workers must be between 1 and 64, got {}",
-                cfg.workers
-            )));
-        }
+        cfg.validate()?;
         Ok(Self {
             models: ModelDir::new(&cfg.models),
             cfg,
@@ -215,20 +324,14 @@ impl Pipeline {
         &self.cfg
     }
 
-    /// The Whisper model, loaded (and downloaded, for a URL) on first use.
+    /// The Whisper model, loaded on first use.
     pub fn whisper(&self) -> Result<WhisperModel, PipelineError> {
-        let mut slot = self
-            .whisper
-            .lock()
-            .map_err(|_| PipelineError::Config("a thread panicked loading the model".into()))?;
+        // A panic while loading leaves the slot empty, so a poisoned lock is still usable.
+        let mut slot = self.whisper.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = slot.as_ref() {
             return Ok(m.clone());
         }
-        let path = nina_models::resolve_or_download_whisper(
-            &self.models,
-            &self.cfg.whisper,
-            self.cfg.whisper_sha256.as_deref(),
-        )?;
+        let path = nina_models::resolve_whisper(&self.models, &self.cfg.whisper)?;
         let model = WhisperModel::load(&path)?;
         tracing::info!(model = model.name(), path = %path.display(), "loaded Whisper");
         *slot = Some(model.clone());
@@ -255,8 +358,12 @@ impl Pipeline {
     }
 
     /// Decodes `audio` and cuts it into utterances stored in `dest` (one stream, user
-    /// [`FILE_USER`]), writing `session.json` last. Skipped when `dest` already holds this file
-    /// segmented the same way, unless `force`. Re-segmenting removes stale audio and transcripts.
+    /// [`FILE_USER`]). Skipped when `dest` already holds this file segmented the same way,
+    /// unless `force`. `dest` must be new, empty or a Nina session ([`SessionDir::claim`]).
+    ///
+    /// Re-segmenting is crash-safe: new utterances get names of their own (tagged with the
+    /// step's key), the new `session.json` is the commit point, and the old audio and the stale
+    /// transcripts are removed only after it.
     pub fn segment_file(
         &self,
         audio: &Path,
@@ -264,27 +371,61 @@ impl Pipeline {
         force: bool,
         progress: &dyn Progress,
     ) -> Result<Session, PipelineError> {
+        let (lock, existing) = dest.claim()?;
         let source_sha = sha256_of_file(audio)?;
         let (detector, vad_sha) = self.detector()?;
         let options = segmenter_options(&self.cfg.segmenter);
         let name = detector.name();
-        let key = digest(&[STEP_SEGMENT, name, &source_sha, &options.to_string()]);
-        if dest.exists() && !force {
-            match dest.load() {
-                Ok(s)
-                    if s.processing
-                        .iter()
-                        .any(|p| p.step == STEP_SEGMENT && p.key == key) =>
-                {
-                    tracing::info!(session = %dest.root().display(), "already segmented");
-                    dest.clean_temp_files()?;
-                    return Ok(s);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("replacing {}: {e}", dest.root().display()),
+        let key = digest(&[
+            STEP_SEGMENT,
+            name,
+            vad_sha.unwrap_or(""),
+            &source_sha,
+            &options.to_string(),
+        ]);
+        if let Some(s) = &existing {
+            if !force && s.processing_of(STEP_SEGMENT).is_some_and(|p| p.key == key) {
+                // Finish what a run killed after its commit left undone.
+                remove_unnamed_audio(dest, s, FILE_USER)?;
+                remove_unclaimed_outputs(dest, s)?;
+                return Ok(s.clone());
             }
         }
-        let mut writer = SessionWriter::new(dest.clone(), file_session(audio, &source_sha))?;
+        // The session's identity and start stay those it was created with.
+        let started_at_ms = existing
+            .as_ref()
+            .map_or_else(|| mtime_ms(audio), |s| s.started_at_ms);
+        let skeleton = file_session(audio, &source_sha, started_at_ms);
+        if existing.is_none() {
+            dest.save(&skeleton)?; // identity on disk before any audio
+        }
+        let mut writer = SessionWriter::new(dest.clone(), skeleton, lock).tagged(&key[..8]);
+        let duration = self.segment_into(audio, &mut writer, progress)?;
+        let (mut session, _lock) = writer.into_parts();
+        session.ended_at_ms = Some(session.started_at_ms + (duration * 1000.0).round() as i64);
+        session.processing = vec![Processing {
+            step: STEP_SEGMENT.into(),
+            name: name.into(),
+            sha256: vad_sha.map(str::to_owned),
+            options,
+            key,
+            failed: vec![],
+        }];
+        dest.save(&session)?; // the commit point
+        remove_unnamed_audio(dest, &session, FILE_USER)?;
+        remove_unclaimed_outputs(dest, &session)?;
+        self.clear_transcription_work(dest)?;
+        Ok(session)
+    }
+
+    /// Decodes `audio` through one segmenter into `writer`; returns the duration in seconds.
+    fn segment_into(
+        &self,
+        audio: &Path,
+        writer: &mut SessionWriter,
+        progress: &dyn Progress,
+    ) -> Result<f64, PipelineError> {
+        let (detector, _) = self.detector()?;
         let mut detector = Some(detector);
         let mut seg: Option<Segmenter> = None;
         let (format, duration) = decode::decode_file(audio, |samples, at, format| {
@@ -292,7 +433,10 @@ impl Pipeline {
                 let d = detector
                     .take()
                     .ok_or_else(|| audio_err(audio, "format changed"))?;
-                seg = Some(Segmenter::new(self.cfg.segmenter.clone(), format, d)?);
+                seg = Some(
+                    Segmenter::new(self.cfg.segmenter.clone(), format, d)
+                        .map_err(|e| audio_err(audio, e))?,
+                );
             }
             if let Some(s) = seg.as_mut() {
                 for u in s.push(Samples::F32(samples), at)? {
@@ -315,50 +459,7 @@ impl Pipeline {
             utterances = writer.session().utterances.len(),
             "segmented"
         );
-
-        let mut session = writer.into_session();
-        self.remove_stale_audio(dest, &session.utterances)?;
-        for f in [
-            TRANSCRIPT_JSON,
-            TRANSCRIPT_SRT,
-            TRANSCRIPT_VTT,
-            TRANSCRIPT_TXT,
-        ] {
-            let _ = fs::remove_file(dest.root().join(f));
-        }
-        session.ended_at_ms = Some(session.started_at_ms + (duration * 1000.0).round() as i64);
-        session.processing = vec![Processing {
-            step: STEP_SEGMENT.into(),
-            name: name.into(),
-            sha256: vad_sha.map(str::to_owned),
-            options,
-            key,
-        }];
-        dest.save(&session)?;
-        Ok(session)
-    }
-
-    fn remove_stale_audio(
-        &self,
-        dest: &SessionDir,
-        keep: &[UtteranceRecord],
-    ) -> Result<(), PipelineError> {
-        let keep: BTreeSet<PathBuf> = keep.iter().map(|u| dest.root().join(&u.file)).collect();
-        let dir = dest.root().join("audio").join(FILE_USER.to_string());
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let is_file = e.file_type().is_ok_and(|t| t.is_file());
-            if is_file && !keep.contains(&p) {
-                fs::remove_file(&p).map_err(|err| StoreError::Io {
-                    path: p.clone(),
-                    source: err,
-                })?;
-            }
-        }
-        Ok(())
+        Ok(duration)
     }
 
     /// Loads an utterance's audio as 16 kHz mono.
@@ -375,7 +476,7 @@ impl Pipeline {
         };
         let seconds = (u.end - u.start).max(0.0) + 1.0;
         let max = (seconds * f64::from(u.sample_rate) * f64::from(u.channels)) as usize;
-        let a = wav::read(&path, max).map_err(|e| damaged(e.to_string()))?;
+        let a = nina_store::read_wav(&path, max)?;
         if a.sample_rate != u.sample_rate || a.channels != u.channels {
             return Err(damaged(format!(
                 "{} Hz x {} channels, session.json says {} Hz x {}",
@@ -393,128 +494,176 @@ impl Pipeline {
         )?)
     }
 
-    /// Transcribes every utterance of the session in `dir` and writes `transcript.{json,srt,vtt,txt}`,
-    /// then records the step in `session.json`. Each finished utterance is saved under `.work/`,
-    /// so an interrupted run resumes; a session already transcribed with the same model, options
-    /// and utterances is skipped unless `force`.
+    /// The key of transcribing `session` with `model`: the model's sha256, the options that
+    /// decide the result, the segmentation it rests on and the utterances.
+    fn transcription_key(&self, session: &Session, model_sha: &str) -> String {
+        let segmentation = session
+            .processing_of(STEP_SEGMENT)
+            .map_or("live", |p| p.key.as_str());
+        let mut utterances = String::new();
+        for u in &session.utterances {
+            utterances.push_str(&format!(
+                "{}|{}|{}|{};",
+                u.file, u.start, u.end, u.sample_rate
+            ));
+        }
+        digest(&[
+            STEP_TRANSCRIBE,
+            model_sha,
+            &self.cfg.transcribe.result_options().to_string(),
+            segmentation,
+            &utterances,
+        ])
+    }
+
+    /// Transcribes every utterance of the session in `dir` and writes
+    /// `transcript.{json,srt,vtt,txt}`, then records the step in `session.json`.
+    ///
+    /// Each finished utterance is saved under `.work/` at once, so an interrupted run resumes.
+    /// An utterance that cannot be transcribed (damaged audio, an engine error, a panic) is
+    /// recorded in `session.json` with its reason and the rest completes; a rerun retries only
+    /// those. A session already transcribed with the same model, options and utterances, with
+    /// nothing failed, is skipped unless `force`.
     pub fn transcribe_session(
         &self,
         dir: &SessionDir,
         force: bool,
         progress: &dyn Progress,
     ) -> Result<Outcome, PipelineError> {
-        dir.clean_temp_files()?;
-        let mut session = dir.load()?;
+        let (_lock, mut session) = dir.open()?;
+        remove_unclaimed_outputs(dir, &session)?;
         let model = self.whisper()?;
         let sha = model.sha256()?;
-        let opts = &self.cfg.transcribe;
-        let options =
-            serde_json::to_value(opts).map_err(|e| PipelineError::Config(e.to_string()))?;
-        let mut utts = String::new();
-        for u in &session.utterances {
-            utts.push_str(&format!(
-                "{}|{}|{}|{};",
-                u.file, u.start, u.end, u.sample_rate
-            ));
-        }
-        let key = digest(&[STEP_TRANSCRIBE, &sha, &options.to_string(), &utts]);
-        let done_before = session
-            .processing
-            .iter()
-            .any(|p| p.step == STEP_TRANSCRIBE && p.key == key);
-        if done_before && !force && dir.root().join(TRANSCRIPT_JSON).is_file() {
+        let key = self.transcription_key(&session, &sha);
+        let done = session
+            .processing_of(STEP_TRANSCRIBE)
+            .is_some_and(|p| p.key == key && p.failed.is_empty());
+        if done && !force && dir.root().join(TRANSCRIPT_JSON).is_file() {
             return Ok(Outcome::Skipped);
         }
         let work = format!("{WORK_PREFIX}{key}");
         if force {
             dir.clear_work(&work)?;
         }
-
-        let n = session.utterances.len();
-        let audio_seconds: f64 = session.utterances.iter().map(|u| u.end - u.start).sum();
-        let mut results: Vec<Option<Transcript>> = session
-            .utterances
-            .iter()
-            .map(|u| dir.get_work::<Transcript>(&work, &work_name(u)))
-            .collect();
-        let resumed = results.iter().filter(|r| r.is_some()).count();
-        progress.transcription_started(dir.root(), n, resumed, audio_seconds);
-        for (u, r) in session.utterances.iter().zip(&results) {
+        let mut run = TranscriptionRun {
+            dir,
+            session: &session,
+            results: session
+                .utterances
+                .iter()
+                .map(|u| dir.get_work::<Transcript>(&work, &work_name(u)))
+                .collect(),
+            work,
+            failed: Vec::new(),
+        };
+        let resumed = run.results.iter().filter(|r| r.is_some()).count();
+        let audio_seconds = session.audio_seconds();
+        progress.transcription_started(
+            dir.root(),
+            session.utterances.len(),
+            resumed,
+            audio_seconds,
+        );
+        for (u, r) in session.utterances.iter().zip(&run.results) {
             if r.is_some() {
                 progress.utterance_done(u.end - u.start);
             }
         }
-        let todo: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
-        if !todo.is_empty() {
-            let workers = self.cfg.workers.min(todo.len());
-            let mut pool =
-                TranscriptionPool::<u64>::new(workers, self.cfg.queue, opts.clone(), || {
-                    model.transcriber()
-                })?;
-            let mut pending: HashMap<(u64, u64), usize> = HashMap::new();
-            let utterances = &session.utterances;
-            let mut take = |r: JobResult<u64>,
-                            pending: &mut HashMap<(u64, u64), usize>|
-             -> Result<(), PipelineError> {
-                let Some(i) = pending.remove(&(r.stream, r.seq)) else {
-                    return Ok(());
-                };
-                let u = &utterances[i];
-                let t = r.transcript.inspect_err(|e| {
-                    tracing::error!(file = %u.file, "transcription failed: {e}");
-                })?;
-                dir.put_work(&work, &work_name(u), &t)?;
-                results[i] = Some(t);
-                progress.utterance_done(u.end - u.start);
-                Ok(())
-            };
-            for i in todo {
-                let u = &utterances[i];
-                let audio = self.utterance_audio(dir, u)?;
-                let seq = pool.submit(u.user_id, u.start, audio)?;
-                pending.insert((u.user_id, seq), i);
-                while let Some(r) = pool.recv_timeout(Duration::ZERO)? {
-                    take(r, &mut pending)?;
+        self.run_pool(&model, &mut run, progress)?;
+        let TranscriptionRun {
+            results, failed, ..
+        } = run;
+        self.write_transcripts(dir, &session, &model, &sha, results)?;
+        session.set_processing(Processing {
+            step: STEP_TRANSCRIBE.into(),
+            name: model.name().to_string(),
+            sha256: Some(sha),
+            options: self.cfg.transcribe.result_options(),
+            key,
+            failed: failed.clone(),
+        });
+        dir.save(&session)?;
+        if failed.is_empty() {
+            self.clear_transcription_work(dir)?;
+        }
+        Ok(Outcome::Done {
+            utterances: session.utterances.len(),
+            resumed,
+            audio_seconds,
+            failed,
+        })
+    }
+
+    /// Transcribes every utterance of `run` without a result, through a pool that is joined
+    /// before this returns (on error too).
+    fn run_pool(
+        &self,
+        model: &WhisperModel,
+        run: &mut TranscriptionRun<'_>,
+        progress: &dyn Progress,
+    ) -> Result<(), PipelineError> {
+        let todo: Vec<usize> = (0..run.results.len())
+            .filter(|&i| run.results[i].is_none())
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let workers = self.cfg.workers.min(todo.len());
+        let mut pool = TranscriptionPool::<usize>::new(
+            workers,
+            self.cfg.queue,
+            self.cfg.transcribe.clone(),
+            || model.transcriber(),
+        )?;
+        for i in todo {
+            // Each utterance is its own stream, so results come back as soon as they are done.
+            match self.utterance_audio(run.dir, &run.session.utterances[i]) {
+                Ok(audio) => {
+                    pool.submit(i, run.session.utterances[i].start, audio)?;
                 }
+                Err(e) => run.fail(i, e.to_string()),
             }
-            for r in pool.finish()? {
-                take(r, &mut pending)?;
+            while let Some(r) = pool.recv_timeout(Duration::ZERO)? {
+                run.take(r.stream, r, progress)?;
             }
         }
+        for r in pool.finish()? {
+            run.take(r.stream, r, progress)?;
+        }
+        Ok(())
+    }
 
-        let label = |user: u64| {
-            session
-                .participants
-                .iter()
-                .find(|p| p.user_id == user)
-                .and_then(|p| p.display_name.clone())
-                .unwrap_or_else(|| user.to_string())
-        };
+    /// Writes the transcript files from the results there are.
+    fn write_transcripts(
+        &self,
+        dir: &SessionDir,
+        session: &Session,
+        model: &WhisperModel,
+        sha: &str,
+        results: Vec<Option<Transcript>>,
+    ) -> Result<(), PipelineError> {
         let mut segments = Vec::new();
         let mut dropped = Vec::new();
         for (u, t) in session.utterances.iter().zip(results) {
             let Some(t) = t else { continue };
-            let speaker = label(u.user_id);
-            for s in t.segments {
-                segments.push(SpeakerSegment {
-                    speaker: speaker.clone(),
-                    segment: shifted(s, u.start),
-                });
-            }
-            for d in t.dropped {
-                dropped.push(SpeakerDropped {
-                    speaker: speaker.clone(),
-                    segment: shifted(d.segment, u.start),
-                    reason: d.reason,
-                });
-            }
+            let speaker = session.speaker_label(u.user_id);
+            let t = t.shifted(u.start);
+            segments.extend(t.segments.into_iter().map(|segment| SpeakerSegment {
+                speaker: speaker.clone(),
+                segment,
+            }));
+            dropped.extend(t.dropped.into_iter().map(|d| SpeakerDropped {
+                speaker: speaker.clone(),
+                segment: d.segment,
+                reason: d.reason,
+            }));
         }
         let doc = TranscriptDocument::new(
             ModelInfo {
                 name: model.name().to_string(),
-                sha256: sha.clone(),
+                sha256: sha.to_string(),
             },
-            opts.clone(),
+            &self.cfg.transcribe,
             segments,
             dropped,
         );
@@ -522,21 +671,7 @@ impl Pipeline {
         dir.write(TRANSCRIPT_SRT, doc.to_srt().as_bytes())?;
         dir.write(TRANSCRIPT_VTT, doc.to_vtt().as_bytes())?;
         dir.write(TRANSCRIPT_TXT, doc.to_text().as_bytes())?;
-        session.processing.retain(|p| p.step != STEP_TRANSCRIBE);
-        session.processing.push(Processing {
-            step: STEP_TRANSCRIBE.into(),
-            name: model.name().to_string(),
-            sha256: Some(sha),
-            options,
-            key,
-        });
-        dir.save(&session)?;
-        self.clear_transcription_work(dir)?;
-        Ok(Outcome::Done {
-            utterances: n,
-            resumed,
-            audio_seconds,
-        })
+        Ok(())
     }
 
     /// Removes every transcription work directory of the session (of any model).
@@ -615,9 +750,9 @@ mod tests {
         assert_eq!(s.utterances.len(), 2);
         assert_eq!(s.participants[0].display_name.as_deref(), Some("talk"));
         for u in &s.utterances {
-            let a = wav::read(&sd.root().join(&u.file), usize::MAX).unwrap();
+            let a = nina_store::read_wav(&sd.root().join(&u.file), usize::MAX).unwrap();
             assert_eq!(a.sample_rate, 44_100);
-            assert_eq!(a.format, nina_segment::SampleFormat::I16);
+            assert_eq!(a.encoding, nina_store::WavEncoding::I16);
         }
         let before = fs::read(sd.root().join("session.json")).unwrap();
         let again = p
@@ -630,6 +765,206 @@ mod tests {
             .unwrap();
         assert!(!sd.root().join("audio/0/999999-0000099999.wav").exists());
         assert_eq!(fs::read(sd.root().join("session.json")).unwrap(), before);
+    }
+
+    /// Panics once decoding passes `at` seconds: a crash in the middle of segmenting.
+    struct CrashAt(f64);
+
+    impl Progress for CrashAt {
+        fn decoded(&self, seconds: f64) {
+            assert!(seconds < self.0, "simulated crash");
+        }
+    }
+
+    /// Every file `session.json` names is there and whole, every WAV there is named, and
+    /// transcripts exist only if transcription is recorded.
+    fn assert_consistent(sd: &SessionDir) -> Session {
+        let s = sd.load().unwrap();
+        let named: BTreeSet<String> = s.utterances.iter().map(|u| u.file.clone()).collect();
+        for u in &s.utterances {
+            let a = nina_store::read_wav(&sd.root().join(&u.file), usize::MAX).unwrap();
+            let frames = a.samples.len() as f64 / f64::from(a.channels) / f64::from(a.sample_rate);
+            assert!(
+                (frames - (u.end - u.start)).abs() < 0.01,
+                "{} is not whole",
+                u.file
+            );
+        }
+        for e in fs::read_dir(sd.root().join("audio/0")).unwrap() {
+            let name = format!("audio/0/{}", e.unwrap().file_name().to_string_lossy());
+            assert!(named.contains(&name), "{name} is not named by session.json");
+        }
+        let transcribed = s.processing_of(STEP_TRANSCRIBE).is_some();
+        assert_eq!(sd.root().join(TRANSCRIPT_JSON).exists(), transcribed);
+        s
+    }
+
+    #[test]
+    fn a_crash_while_resegmenting_leaves_the_old_set_or_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let audio = dir.path().join("talk.wav");
+        tone_wav(
+            &audio,
+            16_000,
+            &[(0.5, 1.5), (2.5, 3.5), (4.5, 5.5), (6.5, 7.5)],
+            8.0,
+        );
+        let sd = SessionDir::new(dir.path().join("s"));
+        let p = energy();
+        let old = p
+            .segment_file(&audio, &sd, false, &crate::NoProgress)
+            .unwrap();
+        // Pretend it was transcribed, so a re-segmentation has transcripts to invalidate.
+        let mut transcribed = old.clone();
+        transcribed.set_processing(Processing {
+            step: STEP_TRANSCRIBE.into(),
+            name: "m".into(),
+            sha256: None,
+            options: serde_json::Value::Null,
+            key: "k".into(),
+            failed: vec![],
+        });
+        sd.save(&transcribed).unwrap();
+        sd.write(TRANSCRIPT_JSON, b"{}").unwrap();
+        let before = fs::read(sd.root().join("session.json")).unwrap();
+
+        // Other options: every utterance changes. Crash half-way through.
+        let mut cfg = p.config().clone();
+        cfg.segmenter.padding = 0.05;
+        let q = Pipeline::new(cfg).unwrap();
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.segment_file(&audio, &sd, false, &CrashAt(4.0))
+        }));
+        assert!(crashed.is_err(), "the crash did not happen");
+        assert_eq!(fs::read(sd.root().join("session.json")).unwrap(), before);
+        // The old set is whole (the new run's first files lie beside it, unnamed).
+        for u in &old.utterances {
+            nina_store::read_wav(&sd.root().join(&u.file), usize::MAX).unwrap();
+        }
+        assert!(sd.root().join(TRANSCRIPT_JSON).exists());
+
+        // Run again: the new set, consistent, and no trace of the old one.
+        let new = q
+            .segment_file(&audio, &sd, false, &crate::NoProgress)
+            .unwrap();
+        assert_ne!(new.utterances, old.utterances);
+        assert_eq!(assert_consistent(&sd), new);
+        assert_eq!(sd.load().unwrap().processing.len(), 1);
+
+        // A crash after the commit and before the clean-up: the next run finishes it.
+        let stale = sd.root().join("audio/0/000009-0000009999-deadbeef.wav");
+        fs::copy(sd.root().join(&new.utterances[0].file), &stale).unwrap();
+        sd.write(TRANSCRIPT_TXT, b"stale").unwrap();
+        q.segment_file(&audio, &sd, false, &crate::NoProgress)
+            .unwrap();
+        assert!(!stale.exists());
+        assert_eq!(assert_consistent(&sd), new);
+    }
+
+    #[test]
+    fn a_copied_file_finds_the_session_of_its_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let audio = dir.path().join("talk.wav");
+        tone_wav(&audio, 16_000, &[(0.5, 1.5)], 2.0);
+        let store = Store::new(dir.path().join("data"));
+        let first = file_session_dir(&store, &audio).unwrap();
+        energy()
+            .segment_file(&audio, &first, false, &crate::NoProgress)
+            .unwrap();
+        // A copy made years later, under another name.
+        let copy = dir.path().join("copy.wav");
+        fs::copy(&audio, &copy).unwrap();
+        let f = fs::File::options().write(true).open(&copy).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+            .unwrap();
+        assert_eq!(
+            file_session_dir(&store, &copy).unwrap().root(),
+            first.root()
+        );
+        // Even when the first run was killed before any session.json.
+        fs::remove_file(first.root().join("session.json")).unwrap();
+        assert_eq!(
+            file_session_dir(&store, &copy).unwrap().root(),
+            first.root()
+        );
+    }
+
+    #[test]
+    fn output_into_a_directory_that_is_not_a_session_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let audio = dir.path().join("talk.wav");
+        tone_wav(&audio, 16_000, &[(0.5, 1.5)], 2.0);
+        let theirs = dir.path().join("home");
+        fs::create_dir_all(theirs.join("deep/er")).unwrap();
+        fs::write(theirs.join("deep/er/.notes.tmp"), b"mine").unwrap();
+        fs::write(theirs.join(".x.tmp"), b"mine").unwrap();
+        let e = energy()
+            .segment_file(&audio, &SessionDir::new(&theirs), false, &crate::NoProgress)
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Usage, "{e}");
+        let e = energy()
+            .transcribe_session(&SessionDir::new(&theirs), false, &crate::NoProgress)
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Session, "{e}");
+        assert!(theirs.join("deep/er/.notes.tmp").exists());
+        assert!(theirs.join(".x.tmp").exists());
+        assert_eq!(
+            fs::read_dir(&theirs).unwrap().count(),
+            2,
+            "something was written"
+        );
+    }
+
+    #[test]
+    fn work_is_named_after_the_utterance_file() {
+        let u = |file: &str| UtteranceRecord {
+            user_id: 7,
+            seq: 0,
+            start: 0.0,
+            end: 1.0,
+            speech_start: 0.0,
+            speech_end: 1.0,
+            cut: false,
+            file: file.into(),
+            sample_rate: 16_000,
+            channels: 1,
+        };
+        let a = work_name(&u("audio/7/000000-0000000000.wav"));
+        let b = work_name(&u("audio/7/000000-0000000000-1a2b3c4d.wav"));
+        assert_ne!(a, b, "same (user, seq), different files");
+        assert!(nina_store::is_safe_id(&a) && nina_store::is_safe_id(&b));
+    }
+
+    #[test]
+    fn execution_settings_are_not_part_of_the_key() {
+        let s = {
+            let mut s = file_session(Path::new("a.wav"), &"ab".repeat(32), 0);
+            s.processing.push(Processing {
+                step: STEP_SEGMENT.into(),
+                name: "energy".into(),
+                sha256: None,
+                options: serde_json::Value::Null,
+                key: "seg1".into(),
+                failed: vec![],
+            });
+            s
+        };
+        let with = |f: &dyn Fn(&mut PipelineConfig)| {
+            let mut cfg = energy().config().clone();
+            f(&mut cfg);
+            Pipeline::new(cfg).unwrap().transcription_key(&s, "sha")
+        };
+        let base = with(&|_| {});
+        assert_eq!(base, with(&|c| c.transcribe.threads = 7));
+        assert_eq!(base, with(&|c| c.workers = 5));
+        assert_ne!(base, with(&|c| c.transcribe.translate = true));
+        let mut other = s.clone();
+        other.processing[0].key = "seg2".into();
+        assert_ne!(
+            base,
+            energy().transcription_key(&other, "sha"),
+            "the segmentation key is chained in"
+        );
     }
 
     #[test]
@@ -675,8 +1010,14 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::Session, "{e}");
         let empty = dir.path().join("empty.wav");
         fs::write(&empty, b"").unwrap();
+        // A damaged session is never written over, whatever the input.
         let e = p
             .segment_file(&empty, &sd, false, &crate::NoProgress)
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Session, "{e}");
+        let fresh = SessionDir::new(dir.path().join("fresh"));
+        let e = p
+            .segment_file(&empty, &fresh, false, &crate::NoProgress)
             .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Audio, "{e}");
     }

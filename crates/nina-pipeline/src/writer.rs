@@ -1,10 +1,10 @@
 //! Recording a session as utterances arrive: the step `reprocess file` and the live collector
 //! share. Each utterance's WAV is written atomically the moment it is complete; `session.json` is
 //! rewritten on [`SessionWriter::checkpoint`] and at the end, so at any time the directory holds
-//! whole files only.
+//! whole files only. The writer holds the session's lock for as long as it lives.
 
-use nina_segment::{Utterance, wav};
-use nina_store::{Participant, Session, SessionDir, UtteranceRecord};
+use nina_segment::{SampleFormat, Utterance};
+use nina_store::{Participant, Session, SessionDir, SessionLock, UtteranceRecord, WavEncoding};
 
 use crate::PipelineError;
 
@@ -13,14 +13,27 @@ use crate::PipelineError;
 pub struct SessionWriter {
     dir: SessionDir,
     session: Session,
+    tag: Option<String>,
+    lock: SessionLock,
 }
 
 impl SessionWriter {
-    /// Starts recording `session` (its participants and utterances may be empty) into `dir`.
-    /// Leftover temporary files of an interrupted run are removed first.
-    pub fn new(dir: SessionDir, session: Session) -> Result<Self, PipelineError> {
-        dir.clean_temp_files()?;
-        Ok(Self { dir, session })
+    /// Starts recording `session` (its participants and utterances may be empty) into `dir`,
+    /// whose lock the caller took with [`SessionDir::claim`].
+    pub fn new(dir: SessionDir, session: Session, lock: SessionLock) -> Self {
+        Self {
+            dir,
+            session,
+            tag: None,
+            lock,
+        }
+    }
+
+    /// Names utterance files with `tag` too (see [`nina_store::utterance_file`]), so that they
+    /// never overwrite the files of another segmentation of the same session.
+    pub fn tagged(mut self, tag: &str) -> Self {
+        self.tag = Some(tag.to_string());
+        self
     }
 
     /// The session directory.
@@ -61,10 +74,14 @@ impl SessionWriter {
         u: &Utterance,
     ) -> Result<&UtteranceRecord, PipelineError> {
         self.participant(user_id, None);
-        let file = nina_store::utterance_file(user_id, u.seq, u.start);
+        let file = nina_store::utterance_file(user_id, u.seq, u.start, self.tag.as_deref());
         let path = self.dir.file(&file)?;
         let f = u.format;
-        wav::write_atomic(&path, &u.samples, f.sample_rate, f.channels, f.format)?;
+        let encoding = match f.format {
+            SampleFormat::I16 => WavEncoding::I16,
+            SampleFormat::F32 => WavEncoding::F32,
+        };
+        nina_store::write_wav(&path, &u.samples, f.sample_rate, f.channels, encoding)?;
         self.session.utterances.push(UtteranceRecord {
             user_id,
             seq: u.seq,
@@ -104,10 +121,11 @@ impl SessionWriter {
         Ok(self.session)
     }
 
-    /// Gives the session back without saving, to amend it before [`SessionDir::save`].
-    pub fn into_session(mut self) -> Session {
+    /// Gives the session back without saving, to amend it before [`SessionDir::save`], with the
+    /// lock (keep it until the session is saved).
+    pub fn into_parts(mut self) -> (Session, SessionLock) {
         self.sort();
-        self.session
+        (self.session, self.lock)
     }
 }
 
@@ -154,7 +172,8 @@ mod tests {
             processing: vec![],
             source: None,
         };
-        let mut w = SessionWriter::new(sd.clone(), skeleton).unwrap();
+        let (lock, _) = sd.claim().unwrap();
+        let mut w = SessionWriter::new(sd.clone(), skeleton, lock);
         w.participant(7, Some("Ann/../../x".into()));
         w.utterance(7, &utt(0, 3.0)).unwrap();
         w.utterance(9, &utt(0, 1.0)).unwrap();
@@ -168,7 +187,7 @@ mod tests {
         assert_eq!(sd.load().unwrap(), s);
         for u in &s.utterances {
             assert!(u.file.starts_with(&format!("audio/{}/", u.user_id)));
-            let a = wav::read(&sd.root().join(&u.file), usize::MAX).unwrap();
+            let a = nina_store::read_wav(&sd.root().join(&u.file), usize::MAX).unwrap();
             assert_eq!(
                 (a.sample_rate, a.channels, a.samples.len()),
                 (48_000, 2, 96_000)

@@ -5,12 +5,10 @@
 //! - [`vad`]: speech probabilities; [`vad::SileroVad`] runs the Silero ONNX model (default),
 //!   [`vad::EnergyVad`] is a cheap detector used when no model is configured.
 //! - [`resample`]: streaming conversion to 16 kHz mono with rubato.
-//! - [`wav`]: crash-safe WAV output with hound.
 
 pub mod resample;
 pub mod segmenter;
 pub mod vad;
-pub mod wav;
 
 pub use segmenter::{Samples, Segmenter, SegmenterConfig, StreamFormat, Utterance};
 
@@ -35,12 +33,4 @@ pub enum SegmentError {
     /// A setting is out of range.
     #[error("invalid segmenter setting: {0}")]
     Config(String),
-    /// Reading or writing a file failed.
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The underlying error (its kind tells a full disk from a missing directory).
-        source: std::io::Error,
-    },
 }

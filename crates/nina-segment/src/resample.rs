@@ -30,6 +30,9 @@ impl std::fmt::Debug for To16kMono {
     }
 }
 
+/// Lowest source rate accepted: below it a stream holds no usable speech band at all.
+pub const MIN_RATE: u32 = 1_000;
+
 impl To16kMono {
     /// A converter for `channels` interleaved channels at `sample_rate`.
     pub fn new(sample_rate: u32, channels: u16) -> Result<Self, SegmentError> {
@@ -38,7 +41,7 @@ impl To16kMono {
                 "unsupported channel count {channels}"
             )));
         }
-        if !(4_000..=768_000).contains(&sample_rate) {
+        if !(MIN_RATE..=768_000).contains(&sample_rate) {
             return Err(SegmentError::Audio(format!(
                 "unsupported sample rate {sample_rate} Hz"
             )));
@@ -156,7 +159,13 @@ mod tests {
 
     #[test]
     fn lengths_and_alignment_are_kept() {
-        for (rate, ch) in [(48_000, 2), (44_100, 1), (8_000, 1), (16_000, 2)] {
+        for (rate, ch) in [
+            (48_000, 2),
+            (44_100, 1),
+            (8_000, 1),
+            (3_000, 1),
+            (16_000, 2),
+        ] {
             let input = tone(rate, 440.0, 1.3, ch);
             // Push in odd-sized pieces, as a live stream does.
             let mut r = To16kMono::new(rate, ch as u16).unwrap();
@@ -180,6 +189,7 @@ mod tests {
     #[test]
     fn bad_formats_are_errors() {
         assert!(To16kMono::new(0, 1).is_err());
+        assert!(To16kMono::new(MIN_RATE - 1, 1).is_err());
         assert!(To16kMono::new(48_000, 0).is_err());
         assert!(To16kMono::new(u32::MAX, 2).is_err());
     }

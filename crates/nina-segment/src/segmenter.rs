@@ -272,7 +272,7 @@ impl Segmenter {
         match samples {
             Samples::I16(s) => self
                 .scratch
-                .extend(s.iter().map(|&v| crate::wav::i16_to_f32(v))),
+                .extend(s.iter().map(|&v| f32::from(v) / 32768.0)),
             Samples::F32(s) => self.scratch.extend(s.iter().map(|&v| {
                 if v.is_finite() {
                     v.clamp(-1.0, 1.0)

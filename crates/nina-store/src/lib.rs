@@ -4,19 +4,25 @@
 //! holding `session.json` ([`Session`], a versioned schema), utterance audio under
 //! `audio/<user_id>/`, the transcript files and, when diarized, `diarization.rttm`.
 //! File and folder names are built from ids and times only; display names live inside JSON.
-//! Every write goes through [`atomic::write`]; [`SessionDir::load`] validates the schema and
-//! names the field that is wrong. See `docs/store.md`.
+//! Every write goes through [`nina_fs::write`] (whole files only); [`SessionDir::load`] validates
+//! the schema and names the field that is wrong. A process works on a session only while it holds
+//! the session's [`SessionLock`], and removes or replaces only files the session owns. See
+//! `docs/store.md`.
 
-pub mod atomic;
+pub mod audio;
+mod lock;
 mod names;
 mod schema;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use names::{date_of_unix_ms, is_safe_id, utterance_file};
+pub use audio::{WavAudio, WavEncoding, read_wav, write_wav};
+pub use lock::{LOCK_FILE, SessionLock};
+pub use names::{date_of_unix_ms, is_safe_id, is_safe_relative, utterance_file};
 pub use schema::{
-    CURRENT_VERSION, Participant, Place, Processing, SCHEMA, Session, UtteranceRecord,
+    CURRENT_VERSION, Failure, Participant, Place, Processing, SCHEMA, SchemaError, Session,
+    UtteranceRecord,
 };
 
 /// `session.json`.
@@ -73,6 +79,25 @@ pub enum StoreError {
     /// No session at this path.
     #[error("{0} holds no session.json")]
     NotASession(PathBuf),
+    /// The directory exists, is not empty and is not a Nina session: nothing is written there.
+    #[error(
+        "{0} is not empty and holds no Nina session; refusing to write there (choose a new or empty directory)"
+    )]
+    NotOurs(PathBuf),
+    /// Another process holds the session's lock.
+    #[error(
+        "{0} is in use by another Nina process (its lock is held); try again when it has finished"
+    )]
+    Locked(PathBuf),
+}
+
+impl From<nina_fs::FsError> for StoreError {
+    fn from(e: nina_fs::FsError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl StoreError {
@@ -123,7 +148,7 @@ impl SessionDir {
 
     /// Writes a file of this session atomically.
     pub fn write(&self, relative: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        atomic::write(&self.file(relative)?, bytes)
+        Ok(nina_fs::write(&self.file(relative)?, bytes)?)
     }
 
     /// Loads and validates `session.json`, upgrading older schema versions.
@@ -159,12 +184,87 @@ impl SessionDir {
             field: "(all)".into(),
             reason: e.to_string(),
         })?;
-        atomic::write(&path, &json)
+        Ok(nina_fs::write(&path, &json)?)
     }
 
-    /// Removes temporary files left by interrupted writes; returns how many.
-    pub fn clean_temp_files(&self) -> Result<usize, StoreError> {
-        atomic::clean_temp_files(&self.root)
+    /// Whether the directory is missing, empty, or already Nina's (it holds `session.json` or the
+    /// lock file a first, interrupted run left).
+    fn is_ours_or_empty(&self) -> Result<bool, StoreError> {
+        match fs::read_dir(&self.root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(StoreError::io(&self.root, e)),
+            Ok(mut entries) => Ok(entries.next().is_none()
+                || self.exists()
+                || self.root.join(LOCK_FILE).is_file()),
+        }
+    }
+
+    /// Takes this session for writing a new recording (or resuming one): the directory is created
+    /// if missing, refused with [`StoreError::NotOurs`] if it is neither empty nor Nina's, an
+    /// existing `session.json` must validate, and then the lock is taken and Nina's leftover
+    /// temporary files are removed from the session's own folders. Returns the lock and the
+    /// session found, if any.
+    pub fn claim(&self) -> Result<(SessionLock, Option<Session>), StoreError> {
+        if !self.is_ours_or_empty()? {
+            return Err(StoreError::NotOurs(self.root.clone()));
+        }
+        if self.exists() {
+            self.load()?; // validate before touching anything
+        }
+        fs::create_dir_all(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
+        let lock = SessionLock::acquire(&self.root)?;
+        let session = if self.exists() {
+            Some(self.load()?)
+        } else {
+            None
+        };
+        self.remove_temp_files()?;
+        Ok((lock, session))
+    }
+
+    /// Opens an existing session for processing: `session.json` must be present and valid;
+    /// then the lock is taken and leftover temporary files are removed from the session's own
+    /// folders. Nothing is touched in a directory that is not a session.
+    pub fn open(&self) -> Result<(SessionLock, Session), StoreError> {
+        self.load()?;
+        let lock = SessionLock::acquire(&self.root)?;
+        let session = self.load()?; // as it is now that nobody else writes
+        self.remove_temp_files()?;
+        Ok((lock, session))
+    }
+
+    /// Removes Nina's temporary files (never anything else) from the folders a session owns:
+    /// its root, `audio/<user_id>/` and `.work/<step>/`. Returns how many. Call it only while
+    /// holding the session's lock.
+    pub fn remove_temp_files(&self) -> Result<usize, StoreError> {
+        let mut dirs = vec![self.root.clone()];
+        for (parent, ok) in [
+            (
+                self.root.join("audio"),
+                names::is_numeric_id as fn(&str) -> bool,
+            ),
+            (self.root.join(WORK_DIR), is_safe_id),
+        ] {
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
+            dirs.push(parent.clone());
+            for e in entries.flatten() {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && ok(&e.file_name().to_string_lossy()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        let mut removed = 0;
+        for d in dirs {
+            let n = nina_fs::remove_temp_files(&d)?;
+            if n > 0 {
+                tracing::info!(dir = %d.display(), n, "removed leftover temporary files");
+            }
+            removed += n;
+        }
+        Ok(removed)
     }
 
     fn work_path(&self, key: &str, name: &str) -> Result<PathBuf, StoreError> {
@@ -191,7 +291,7 @@ impl SessionDir {
             field: "(all)".into(),
             reason: e.to_string(),
         })?;
-        atomic::write(&path, &json)
+        Ok(nina_fs::write(&path, &json)?)
     }
 
     /// An intermediate result saved by [`SessionDir::put_work`]; `None` if absent or unreadable
@@ -254,6 +354,34 @@ impl Store {
                 .join(date_of_unix_ms(session.started_at_ms))
                 .join(&session.id),
         ))
+    }
+
+    /// The directory of an existing session (or of one a killed run left without `session.json`)
+    /// with this guild, channel and id, on whatever date it was filed under; the earliest date
+    /// if several. `None` if there is none.
+    pub fn find(
+        &self,
+        guild: u64,
+        channel: u64,
+        id: &str,
+    ) -> Result<Option<SessionDir>, StoreError> {
+        if !is_safe_id(id) {
+            return Err(StoreError::UnsafeName(id.to_string()));
+        }
+        let days = self.root.join(guild.to_string()).join(channel.to_string());
+        let entries = match fs::read_dir(&days) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&days, e)),
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| names::is_date(&e.file_name().to_string_lossy()))
+            .map(|e| e.path().join(id))
+            .filter(|p| p.join(SESSION_JSON).is_file() || p.join(LOCK_FILE).is_file())
+            .collect();
+        found.sort();
+        Ok(found.into_iter().next().map(SessionDir::new))
     }
 
     /// Every session directory under the data directory, sorted. Only directories named like the
@@ -323,7 +451,7 @@ mod tests {
                 speech_start: 1.2,
                 speech_end: 2.3,
                 cut: false,
-                file: utterance_file(42, 0, 1.0),
+                file: utterance_file(42, 0, 1.0, None),
                 sample_rate: 48_000,
                 channels: 2,
             }],
@@ -369,6 +497,95 @@ mod tests {
             assert!(sd.file(bad).is_err(), "{bad}");
         }
         assert!(sd.file("audio/42/000001-0000001000.wav").is_ok());
+    }
+
+    #[test]
+    fn only_one_process_holds_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = SessionDir::new(dir.path().join("s"));
+        let (lock, found) = sd.claim().unwrap();
+        assert!(found.is_none());
+        sd.save(&sample()).unwrap();
+        assert!(matches!(sd.open(), Err(StoreError::Locked(_))));
+        assert!(matches!(sd.claim(), Err(StoreError::Locked(_))));
+        drop(lock);
+        let (_lock, s) = sd.open().unwrap();
+        assert_eq!(s, sample());
+    }
+
+    #[test]
+    fn files_that_are_not_the_sessions_are_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory of someone's files, with names that look temporary.
+        let home = dir.path().join("home");
+        fs::create_dir_all(home.join("deep/er")).unwrap();
+        fs::write(home.join("deep/er/.notes.tmp"), b"mine").unwrap();
+        fs::write(home.join(".x.tmp"), b"mine").unwrap();
+        let theirs = nina_fs::temp_path(&home.join("y.json"));
+        fs::write(&theirs, b"mine too").unwrap();
+        let sd = SessionDir::new(&home);
+        assert!(matches!(sd.open(), Err(StoreError::NotASession(_))));
+        assert!(matches!(sd.claim(), Err(StoreError::NotOurs(_))));
+        assert!(home.join("deep/er/.notes.tmp").exists());
+        assert!(home.join(".x.tmp").exists());
+        assert!(theirs.exists());
+        assert!(!home.join(LOCK_FILE).exists(), "nothing written");
+
+        // In a session, only Nina's temporary names in the session's own folders go.
+        let sd = SessionDir::new(dir.path().join("s"));
+        let (lock, _) = sd.claim().unwrap();
+        sd.save(&sample()).unwrap();
+        let leftovers = [
+            nina_fs::temp_path(&sd.root().join("session.json")),
+            nina_fs::temp_path(&sd.root().join("audio/42/000000-0000001000.wav")),
+            nina_fs::temp_path(&sd.root().join(".work/k1/u.json")),
+        ];
+        let kept = [
+            sd.root().join(".notes.tmp"),
+            sd.root().join("audio/42/.x.tmp"),
+            nina_fs::temp_path(&sd.root().join("other/deeper/a.json")),
+        ];
+        for p in leftovers.iter().chain(&kept) {
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"x").unwrap();
+        }
+        drop(lock);
+        let _lock = sd.open().unwrap();
+        for p in &leftovers {
+            assert!(!p.exists(), "{} left", p.display());
+        }
+        for p in &kept {
+            assert!(p.exists(), "{} removed", p.display());
+        }
+    }
+
+    #[test]
+    fn a_directory_left_by_a_killed_first_run_is_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = SessionDir::new(dir.path().join("s"));
+        let (lock, _) = sd.claim().unwrap();
+        fs::create_dir_all(sd.root().join("audio/0")).unwrap();
+        fs::write(sd.root().join("audio/0/000000-0000000000.wav"), b"x").unwrap();
+        drop(lock); // killed before session.json
+        let (_lock, found) = sd.claim().unwrap();
+        assert!(found.is_none());
+        let store = Store::new(dir.path().join("data"));
+        let mut s = sample();
+        let placed = store.session_dir(&s).unwrap();
+        assert!(
+            store
+                .find(s.guild.id, s.channel.id, &s.id)
+                .unwrap()
+                .is_none()
+        );
+        placed.claim().unwrap();
+        // Found by id whatever the date it was filed under.
+        s.started_at_ms += 86_400_000 * 3;
+        let found = store
+            .find(s.guild.id, s.channel.id, &s.id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.root(), placed.root());
     }
 
     #[test]

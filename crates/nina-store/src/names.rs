@@ -53,10 +53,23 @@ pub fn date_of_unix_ms(ms: i64) -> String {
     format!("{:04}-{m:02}-{d:02}", y.clamp(0, 9999))
 }
 
-/// The file of an utterance: `audio/<user_id>/<seq>-<start_ms>.wav` (zero-padded, so names sort).
-pub fn utterance_file(user_id: u64, seq: u64, start_seconds: f64) -> String {
+/// The file of an utterance: `audio/<user_id>/<seq>-<start_ms>.wav` (zero-padded, so names sort),
+/// or `audio/<user_id>/<seq>-<start_ms>-<tag>.wav` with a tag (its first 16 characters of
+/// `a-z 0-9` are used), which re-segmenting uses so that new files never overwrite the ones the
+/// current `session.json` names.
+pub fn utterance_file(user_id: u64, seq: u64, start_seconds: f64, tag: Option<&str>) -> String {
     let ms = (start_seconds.max(0.0) * 1000.0).round() as u64;
-    format!("audio/{user_id}/{seq:06}-{ms:010}.wav")
+    let tag: String = tag
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(16)
+        .collect();
+    if tag.is_empty() {
+        format!("audio/{user_id}/{seq:06}-{ms:010}.wav")
+    } else {
+        format!("audio/{user_id}/{seq:06}-{ms:010}-{tag}.wav")
+    }
 }
 
 #[cfg(test)]
@@ -76,10 +89,19 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(
-            utterance_file(7, 3, 1.2345),
+            utterance_file(7, 3, 1.2345, None),
             "audio/7/000003-0000001235.wav"
         );
-        assert!(is_safe_relative(&utterance_file(u64::MAX, u64::MAX, 1e12)));
+        assert_eq!(
+            utterance_file(7, 3, 1.2345, Some("../AB12cd")),
+            "audio/7/000003-0000001235-12cd.wav"
+        );
+        assert!(is_safe_relative(&utterance_file(
+            u64::MAX,
+            u64::MAX,
+            1e12,
+            Some(&"f".repeat(99))
+        )));
         assert!(!is_safe_id("a/b") && !is_safe_id("..") && !is_safe_id(""));
         assert!(is_safe_id("2024-05-01_abc"));
     }

@@ -74,6 +74,18 @@ pub struct Processing {
     pub options: serde_json::Value,
     /// A digest of name, sha256 and options: equal keys mean the same work.
     pub key: String,
+    /// Items the step could not process, with the reason; a rerun retries only these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<Failure>,
+}
+
+/// One item (an utterance file) a step could not process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The utterance file, relative to the session directory.
+    pub file: String,
+    /// Why it failed.
+    pub reason: String,
 }
 
 /// Everything `session.json` holds.
@@ -144,6 +156,15 @@ impl SchemaError {
 impl std::fmt::Display for SchemaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+impl SchemaError {
+    /// The field that is wrong (`utterances[3].file`, `line 4 column 2`).
+    pub fn field(&self) -> &str {
+        &self.field
     }
 }
 
@@ -377,6 +398,7 @@ mod tests {
             sha256: None,
             options: serde_json::Value::Null,
             key: key.into(),
+            failed: vec![],
         };
         s.set_processing(p("a"));
         s.set_processing(p("b"));
@@ -384,6 +406,12 @@ mod tests {
         assert_eq!(s.processing_of("transcribe").unwrap().key, "b");
         assert_eq!(s.speaker_label(42), "Robert'); DROP TABLE--/..");
         assert_eq!(s.speaker_label(7), "7");
+    }
+
+    #[test]
+    fn schema_errors_are_errors() {
+        let e: Box<dyn std::error::Error> = Box::new(Session::from_json(b"[]").unwrap_err());
+        assert!(e.to_string().contains("(root)"));
     }
 
     proptest::proptest! {

@@ -16,7 +16,7 @@ mod whisper;
 pub use guard::{DropReason, GuardConfig};
 pub use output::{ModelInfo, SpeakerDropped, SpeakerSegment, TranscriptDocument};
 pub use pool::{JobResult, PoolError, TranscriptionPool};
-pub use whisper::{WhisperModel, WhisperTranscriber};
+pub use whisper::{WhisperModel, WhisperTranscriber, check_options};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,9 @@ pub enum TranscribeError {
     /// The engine failed.
     #[error("whisper failed: {0}")]
     Engine(String),
+    /// The engine panicked on this job (a bug, reported instead of lost).
+    #[error("the transcriber panicked: {0}")]
+    Panicked(String),
 }
 
 /// How to decode.
@@ -101,6 +104,19 @@ impl Default for TranscribeOptions {
     }
 }
 
+impl TranscribeOptions {
+    /// The options that decide the result, as JSON: everything but execution settings
+    /// (`threads`). Keys and records of work done are built from this, so a rerun with other
+    /// execution settings, or on another machine, reuses the work.
+    pub fn result_options(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("threads");
+        }
+        v
+    }
+}
+
 /// One word with its timing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Word {
@@ -115,7 +131,7 @@ pub struct Word {
 }
 
 /// One decoded segment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     /// Start, seconds from the start of the audio.
     pub start: f64,
@@ -162,6 +178,34 @@ impl Transcript {
             .filter(|t| !t.is_empty())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+impl Segment {
+    /// The segment with every time moved by `seconds` (onto the session clock).
+    pub fn shifted(mut self, seconds: f64) -> Self {
+        self.start += seconds;
+        self.end += seconds;
+        for w in &mut self.words {
+            w.start += seconds;
+            w.end += seconds;
+        }
+        self
+    }
+}
+
+impl Transcript {
+    /// The transcript with every time moved by `seconds` (onto the session clock).
+    pub fn shifted(mut self, seconds: f64) -> Self {
+        self.segments = self
+            .segments
+            .into_iter()
+            .map(|s| s.shifted(seconds))
+            .collect();
+        for d in &mut self.dropped {
+            d.segment = std::mem::take(&mut d.segment).shifted(seconds);
+        }
+        self
     }
 }
 

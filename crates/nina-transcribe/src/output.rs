@@ -45,8 +45,9 @@ pub struct TranscriptDocument {
     pub schema: String,
     /// The model used.
     pub model: ModelInfo,
-    /// The options used.
-    pub options: TranscribeOptions,
+    /// The options that decided the result ([`TranscribeOptions::result_options`]: execution
+    /// settings such as threads are left out).
+    pub options: serde_json::Value,
     /// Kept segments, sorted by start time.
     pub segments: Vec<SpeakerSegment>,
     /// Dropped segments, with reasons.
@@ -57,7 +58,7 @@ impl TranscriptDocument {
     /// A document from segments in any order (they are sorted by start, then speaker).
     pub fn new(
         model: ModelInfo,
-        options: TranscribeOptions,
+        options: &TranscribeOptions,
         mut segments: Vec<SpeakerSegment>,
         dropped: Vec<SpeakerDropped>,
     ) -> Self {
@@ -70,7 +71,7 @@ impl TranscriptDocument {
         Self {
             schema: SCHEMA.to_string(),
             model,
-            options,
+            options: options.result_options(),
             segments,
             dropped,
         }
@@ -180,7 +181,7 @@ mod tests {
                 name: "whisper-base".into(),
                 sha256: "ab".repeat(32),
             },
-            TranscribeOptions::default(),
+            &TranscribeOptions::default(),
             vec![
                 SpeakerSegment {
                     speaker: "Sheila".into(),

@@ -3,10 +3,14 @@
 //! Both the live collector and `reprocess` feed utterances through one pool: each worker owns a
 //! [`Transcriber`] (sharing the model's weights), the job queue is bounded so a slow machine
 //! pushes back on its producers instead of growing memory, and results come back in submission
-//! order per stream whatever order the workers finish in.
+//! order per stream whatever order the workers finish in. A job whose transcriber panics comes
+//! back as [`TranscribeError::Panicked`]; dropping a pool cancels its queued jobs and joins its
+//! workers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -55,19 +59,16 @@ pub struct JobResult<K> {
 impl<K> JobResult<K> {
     /// The transcript with every time moved onto the session clock.
     pub fn on_session_clock(&self) -> Option<Transcript> {
-        let mut t = self.transcript.as_ref().ok()?.clone();
-        let shift = |s: &mut crate::Segment| {
-            s.start += self.start;
-            s.end += self.start;
-            for w in &mut s.words {
-                w.start += self.start;
-                w.end += self.start;
-            }
-        };
-        t.segments.iter_mut().for_each(shift);
-        t.dropped.iter_mut().for_each(|d| shift(&mut d.segment));
-        Some(t)
+        Some(self.transcript.as_ref().ok()?.clone().shifted(self.start))
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Reorders results so each stream's come out in submission order.
@@ -107,6 +108,7 @@ pub struct TranscriptionPool<K> {
     seqs: HashMap<K, u64>,
     outstanding: usize,
     workers: Vec<JoinHandle<()>>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl<K: Eq + Hash + Clone + Send + 'static> TranscriptionPool<K> {
@@ -126,11 +128,16 @@ impl<K: Eq + Hash + Clone + Send + 'static> TranscriptionPool<K> {
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (res_tx, res_rx) = mpsc::channel();
         let options = Arc::new(options);
+        let cancelled = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
             let mut transcriber = make()?;
-            let (jobs_rx, res_tx, options) =
-                (Arc::clone(&jobs_rx), res_tx.clone(), Arc::clone(&options));
+            let (jobs_rx, res_tx, options, cancelled) = (
+                Arc::clone(&jobs_rx),
+                res_tx.clone(),
+                Arc::clone(&options),
+                Arc::clone(&cancelled),
+            );
             let handle = std::thread::Builder::new()
                 .name(format!("nina-transcribe-{i}"))
                 .spawn(move || {
@@ -140,8 +147,18 @@ impl<K: Eq + Hash + Clone + Send + 'static> TranscriptionPool<K> {
                             Err(_) => break,
                         };
                         let Ok(job) = job else { break };
+                        if cancelled.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let duration = job.audio.len() as f64 / f64::from(crate::SAMPLE_RATE);
-                        let transcript = transcriber.transcribe(&job.audio, &options);
+                        let transcript = catch_unwind(AssertUnwindSafe(|| {
+                            transcriber.transcribe(&job.audio, &options)
+                        }))
+                        .unwrap_or_else(|p| {
+                            let msg = panic_message(p.as_ref());
+                            tracing::error!("a transcription worker panicked: {msg}");
+                            Err(TranscribeError::Panicked(msg))
+                        });
                         let r = JobResult {
                             stream: job.stream,
                             seq: job.seq,
@@ -167,6 +184,7 @@ impl<K: Eq + Hash + Clone + Send + 'static> TranscriptionPool<K> {
             seqs: HashMap::new(),
             outstanding: 0,
             workers: handles,
+            cancelled,
         })
     }
 
@@ -270,8 +288,14 @@ impl<K: Eq + Hash + Clone + Send + 'static> TranscriptionPool<K> {
 }
 
 impl<K> Drop for TranscriptionPool<K> {
+    /// Cancels the jobs still queued (a job being transcribed finishes) and joins the workers,
+    /// so a pool's work never runs on after it is gone.
     fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
         self.jobs = None; // workers see the queue close and exit
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }
 
@@ -355,6 +379,70 @@ mod tests {
             seqs,
             (0..seqs.len() as u64).collect::<Vec<_>>(),
             "refused jobs left gaps"
+        );
+    }
+
+    /// Panics on audio of length 3, counts the jobs it ran.
+    struct Fragile(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Transcriber for Fragile {
+        fn transcribe(
+            &mut self,
+            audio: &[f32],
+            o: &TranscribeOptions,
+        ) -> Result<Transcript, TranscribeError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            assert!(audio.len() != 3, "bug on purpose");
+            std::thread::sleep(Duration::from_millis(20));
+            Counting.transcribe(audio, o)
+        }
+
+        fn model_name(&self) -> &str {
+            "fragile"
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_is_reported_and_the_rest_completes() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r2 = Arc::clone(&runs);
+        let mut pool = TranscriptionPool::new(2, 8, TranscribeOptions::default(), move || {
+            Ok(Fragile(Arc::clone(&r2)))
+        })
+        .unwrap();
+        for len in [5, 3, 6, 7] {
+            pool.submit("s", 0.0, vec![0.1; len]).unwrap();
+        }
+        let results = pool.finish().unwrap();
+        assert_eq!(results.len(), 4, "no job lost");
+        assert!(matches!(
+            results[1].transcript,
+            Err(TranscribeError::Panicked(ref m)) if m.contains("bug on purpose")
+        ));
+        for i in [0, 2, 3] {
+            assert!(results[i].transcript.is_ok(), "job {i} held back");
+        }
+    }
+
+    #[test]
+    fn a_dropped_pool_cancels_its_queue_and_joins() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r2 = Arc::clone(&runs);
+        let mut pool = TranscriptionPool::new(1, 32, TranscribeOptions::default(), move || {
+            Ok(Fragile(Arc::clone(&r2)))
+        })
+        .unwrap();
+        for _ in 0..20 {
+            pool.submit(1u8, 0.0, vec![0.1; 8]).unwrap();
+        }
+        drop(pool);
+        let after_drop = runs.load(Ordering::SeqCst);
+        assert!(after_drop < 20, "queued jobs ran after the drop");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            after_drop,
+            "a worker still runs"
         );
     }
 

@@ -114,7 +114,10 @@ impl WhisperModel {
         if let Some(s) = self.sha256.get() {
             return Ok(s.clone());
         }
-        let s = nina_models::sha256_file(&self.path)?;
+        let s = nina_fs::sha256_file(&self.path).map_err(|e| nina_models::ModelError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(self.sha256.get_or_init(|| s).clone())
     }
 }
@@ -156,7 +159,9 @@ impl WhisperTranscriber {
     }
 }
 
-fn check_options(o: &TranscribeOptions) -> Result<(), TranscribeError> {
+/// Checks options before any model is loaded: threads, temperatures, beam sizes and that the
+/// language code is one Whisper knows.
+pub fn check_options(o: &TranscribeOptions) -> Result<(), TranscribeError> {
     if o.threads == 0 {
         return Err(TranscribeError::Options(
             "threads must be at least 1".into(),
