@@ -147,10 +147,12 @@ pub fn remove_temp_files(dir: &Path) -> Result<usize, FsError> {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Hex sha256 of everything `reader` yields.
@@ -258,6 +260,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn temp_names_round_trip(name in "[a-zA-Z0-9._-]{1,40}") {
+            // `.` and `..` are not file names: a path ending in them names a directory.
+            proptest::prop_assume!(name != "." && name != "..");
             let p = temp_path(Path::new("/d").join(&name).as_path());
             let file = p.file_name().unwrap().to_string_lossy().into_owned();
             proptest::prop_assert!(is_temp_name(&file));
