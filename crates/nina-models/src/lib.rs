@@ -1,40 +1,81 @@
-//! Locating, verifying, fetching and importing the model files Nina runs.
+//! Locating and verifying the model files Nina runs.
 //!
-//! Every model is pinned in [`catalog`] with the registry package it comes from and its sha256.
-//! [`ModelDir`] finds them on disk (by default `./models`, or `NINA_MODELS`), and every lookup
-//! says which file is missing or damaged and which command fixes it. [`fetch`] is what
-//! `scripts/setup.sh` runs; [`import_ct2_whisper`] converts CTranslate2 Whisper models into the
-//! ggml files whisper.cpp loads; [`download`] fetches a user-given model URL with a checksum.
+//! This is the small core every model-using crate depends on:
+//!
+//! - [`catalog`]: every model pinned with the registry package it comes from and its sha256;
+//! - [`ModelDir`]: where models are looked for (`--models`, `$NINA_MODELS`, the per-user
+//!   directory, `./models`), and [`ModelDir::require`], the load-time check that names the missing
+//!   or damaged file, every place looked in, and the command that fixes it;
+//! - [`verify`]: sha256 checks, remembered in a stamp beside each verified file so that a start
+//!   does not re-hash 150 MB, and [`verify::write_verified`], which refuses a file before it is
+//!   renamed into place;
+//! - [`ggml`]: [`inspect_ggml`] checks a ggml Whisper file completely before whisper.cpp sees it;
+//! - `onnx` (cargo feature `onnx`): loads ONNX Runtime once per process.
+//!
+//! Putting models in place (registry packages, the CTranslate2 importer, downloads by URL, the
+//! `nina-models` command) is the job of the `nina-model-setup` crate.
 
 pub mod catalog;
-pub mod ct2;
-pub mod download;
-pub mod fetch;
-mod ggml;
+mod dir;
+pub mod ggml;
+#[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod verify;
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub use catalog::ModelSpec;
-pub use ggml::{
-    ImportReport, WhisperHparams, import_ct2_whisper, inspect_ggml, mel_filters,
-    vocabulary_from_tokenizer_json,
-};
-use sha2::{Digest, Sha256};
+pub use dir::{ModelDir, Origin, Place};
+pub use ggml::{WhisperHparams, inspect_ggml, mel_filters};
+pub use nina_fs::sha256_file;
+pub use verify::{sha256_cached, verify_sha256};
 
-/// The command that puts every pinned model in place.
+/// The command that puts every pinned model in place (run from the repository's root).
 pub const SETUP_COMMAND: &str = "scripts/setup.sh";
+
+/// The package holding the `nina-models` command (`cargo run -p nina-model-setup -- ...`).
+pub const SETUP_PACKAGE: &str = "nina-model-setup";
+
+/// The command that fetches one pinned model into `dir`, as a user can paste it (from the
+/// repository's root).
+pub fn fetch_command(dir: &Path, id: &str) -> String {
+    format!(
+        "cargo run -p {SETUP_PACKAGE} -- --models {} fetch {id}",
+        shell_quote(&dir.to_string_lossy())
+    )
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@%=".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn list_places(places: &[PathBuf]) -> String {
+    places
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Errors of this crate. Each names the file concerned and, where one exists, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A model file is not where it should be.
-    #[error("model file {path} is missing; fix: {fix}")]
+    #[error("model file {path} is missing (looked in: {}); fix: {fix}", list_places(.looked_in))]
     Missing {
-        /// Where it was looked for.
+        /// Where it should be (the first place looked in).
         path: PathBuf,
+        /// Every directory looked in, in order (may be empty when only `path` was looked at).
+        looked_in: Vec<PathBuf>,
         /// What to run or do.
         fix: String,
     },
@@ -49,6 +90,14 @@ pub enum ModelError {
         expected: String,
         /// Digest of the file found.
         actual: String,
+    },
+    /// A model was given by URL without the sha256 that identifies it.
+    #[error(
+        "the model at {url} has no checksum: a model given by URL is only used with its sha256 (pass --whisper-sha256 HEX)"
+    )]
+    ChecksumRequired {
+        /// The URL.
+        url: String,
     },
     /// A file exists but its contents are not a usable model.
     #[error(
@@ -87,14 +136,16 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
             source,
         }
     }
 
-    pub(crate) fn invalid(path: &Path, reason: String) -> Self {
+    /// `path` is not a usable model, for `reason`.
+    pub fn invalid(path: &Path, reason: String) -> Self {
         Self::Invalid {
             path: path.to_path_buf(),
             reason,
@@ -102,164 +153,18 @@ impl ModelError {
     }
 }
 
-/// Hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
-        if n == 0 {
-            break;
+impl From<nina_fs::FsError> for ModelError {
+    fn from(e: nina_fs::FsError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
         }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Checks a file against a pinned sha256.
-pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelError> {
-    let actual = sha256_file(path)?;
-    if actual.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(ModelError::Checksum {
-            path: path.to_path_buf(),
-            expected: expected.to_string(),
-            actual,
-        })
     }
 }
 
-/// Writes a file atomically: `write` fills a temporary file beside `path`, which is synced and
-/// renamed over `path` only if `write` succeeds. A crash leaves either the old file or none.
-pub fn atomic_write(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> Result<(), ModelError>,
-) -> Result<(), ModelError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-        write(&mut file)?;
-        file.sync_all().map_err(|e| ModelError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The directory holding Nina's models.
-#[derive(Debug, Clone)]
-pub struct ModelDir {
-    root: PathBuf,
-}
-
-impl ModelDir {
-    /// Environment variable that overrides the default location.
-    pub const ENV: &'static str = "NINA_MODELS";
-
-    /// A models directory at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    /// `$NINA_MODELS` if set, else `./models`.
-    pub fn from_env() -> Self {
-        Self::new(
-            std::env::var_os(Self::ENV).map_or_else(|| PathBuf::from("models"), PathBuf::from),
-        )
-    }
-
-    /// The directory itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Where a pinned model lives (whether or not it is there).
-    pub fn path_of(&self, spec: &ModelSpec) -> PathBuf {
-        self.root.join(spec.file)
-    }
-
-    /// The path of a pinned model, if the file is present and has the pinned size. This is the
-    /// cheap check for every load; [`ModelDir::verify`] hashes the whole file.
-    pub fn require(&self, spec: &ModelSpec) -> Result<PathBuf, ModelError> {
-        let path = self.path_of(spec);
-        let meta = fs::metadata(&path).map_err(|_| ModelError::Missing {
-            path: path.clone(),
-            fix: format!(
-                "run {SETUP_COMMAND} (or `cargo run -p nina-models -- fetch {}`)",
-                spec.id
-            ),
-        })?;
-        if spec.bytes != 0 && meta.len() != spec.bytes {
-            return Err(ModelError::invalid(
-                &path,
-                format!("size is {} bytes, expected {}", meta.len(), spec.bytes),
-            ));
-        }
-        Ok(path)
-    }
-
-    /// Like [`ModelDir::require`], and also checks the pinned sha256.
-    pub fn verify(&self, spec: &ModelSpec) -> Result<PathBuf, ModelError> {
-        let path = self.require(spec)?;
-        verify_sha256(&path, spec.sha256)?;
-        Ok(path)
-    }
-}
-
-/// Like [`resolve_whisper`], and also takes an `http(s)://` URL: the file is downloaded once into
-/// the models directory (with a progress bar, and refused unless it matches `sha256` when given).
-pub fn resolve_or_download_whisper(
-    models: &ModelDir,
-    choice: &str,
-    sha256: Option<&str>,
-) -> Result<PathBuf, ModelError> {
-    if !(choice.starts_with("https://") || choice.starts_with("http://")) {
-        return resolve_whisper(models, choice);
-    }
-    let name: String = choice
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .collect();
-    let name = name.trim_start_matches('.');
-    let dest = models.root().join(if name.is_empty() {
-        "downloaded-whisper.bin"
-    } else {
-        name
-    });
-    if dest.is_file() {
-        match sha256 {
-            Some(expected) => verify_sha256(&dest, expected)?,
-            None => tracing::info!("using {} downloaded earlier", dest.display()),
-        }
-        return Ok(dest);
-    }
-    let digest = download::fetch_url(choice, &dest, sha256)?;
-    tracing::info!("downloaded {} (sha256 {digest})", dest.display());
-    Ok(dest)
-}
-
-/// Resolves a user's choice of Whisper model: a pinned id (`whisper-base`) or a path to any ggml
-/// file. URLs: [`resolve_or_download_whisper`].
+/// Resolves a user's choice of Whisper model: a pinned id (`whisper-base`, looked up and checked
+/// by [`ModelDir::require`]) or the path of any ggml file. URLs are `nina-model-setup`'s
+/// `resolve_or_download_whisper`.
 pub fn resolve_whisper(models: &ModelDir, choice: &str) -> Result<PathBuf, ModelError> {
     if let Some(spec) = catalog::by_id(choice) {
         return models.require(spec);
@@ -270,8 +175,9 @@ pub fn resolve_whisper(models: &ModelDir, choice: &str) -> Result<PathBuf, Model
     }
     Err(ModelError::Missing {
         path,
+        looked_in: Vec::new(),
         fix: format!(
-            "give a pinned model id ({}), the path of a ggml Whisper file, or a URL with its sha256",
+            "give a pinned model id ({}), the path of a ggml Whisper file, or an https URL with --whisper-sha256",
             catalog::ALL
                 .iter()
                 .filter(|m| m.id.starts_with("whisper"))
@@ -285,59 +191,7 @@ pub fn resolve_whisper(models: &ModelDir, choice: &str) -> Result<PathBuf, Model
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_model_names_file_and_fix() {
-        let dir = tempfile::tempdir().unwrap();
-        let models = ModelDir::new(dir.path());
-        let err = models
-            .require(&catalog::SILERO_VAD)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("silero_vad.onnx"), "{err}");
-        assert!(err.contains(SETUP_COMMAND), "{err}");
-    }
-
-    #[test]
-    fn wrong_size_and_wrong_checksum_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let models = ModelDir::new(dir.path());
-        fs::write(models.path_of(&catalog::SILERO_VAD), b"not a model").unwrap();
-        let err = models.require(&catalog::SILERO_VAD).unwrap_err();
-        assert!(matches!(err, ModelError::Invalid { .. }), "{err}");
-
-        let f = dir.path().join("x.bin");
-        fs::write(&f, b"abc").unwrap();
-        verify_sha256(
-            &f,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        )
-        .unwrap();
-        let err = verify_sha256(&f, &"0".repeat(64)).unwrap_err();
-        assert!(matches!(err, ModelError::Checksum { .. }));
-        assert!(err.to_string().contains("refusing"));
-    }
-
-    #[test]
-    fn atomic_write_leaves_nothing_on_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.bin");
-        let r = atomic_write(&target, |f| {
-            use std::io::Write;
-            f.write_all(b"partial")
-                .map_err(|e| ModelError::io(&target, e))?;
-            Err(ModelError::invalid(&target, "stop".into()))
-        });
-        assert!(r.is_err());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        atomic_write(&target, |f| {
-            use std::io::Write;
-            f.write_all(b"whole")
-                .map_err(|e| ModelError::io(&target, e))
-        })
-        .unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"whole");
-    }
+    use std::fs;
 
     #[test]
     fn catalog_is_consistent() {
@@ -368,5 +222,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("whisper-base"), "{err}");
+        assert!(err.contains("--whisper-sha256"), "{err}");
+    }
+
+    #[test]
+    fn fetch_commands_quote_what_a_shell_would_split() {
+        assert_eq!(
+            fetch_command(Path::new("/m/x"), "silero-vad"),
+            "cargo run -p nina-model-setup -- --models /m/x fetch silero-vad"
+        );
+        assert_eq!(
+            fetch_command(Path::new("/my models/it's"), "x"),
+            r"cargo run -p nina-model-setup -- --models '/my models/it'\''s' fetch x"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! ONNX Runtime, loaded at run time from the shared library in the models directory.
+//! ONNX Runtime, loaded at run time from the shared library in the models directory (cargo
+//! feature `onnx`).
 //!
 //! `ort` allows one environment per process, so the first call decides which library is loaded;
 //! later calls return the same environment (and fail if they ask for a different library).
@@ -17,7 +18,8 @@ static ENV: OnceLock<Mutex<Option<(PathBuf, Environment)>>> = OnceLock::new();
 /// Environment variable naming the ONNX Runtime library, overriding the models directory.
 pub const LIB_ENV: &str = "NINA_ORT_LIB";
 
-/// The ONNX Runtime library to load: `$NINA_ORT_LIB`, else the pinned one in `models`.
+/// The ONNX Runtime library to load: `$NINA_ORT_LIB`, else the pinned one in `models` (checked by
+/// [`ModelDir::require`]).
 pub fn library_path(models: &ModelDir) -> Result<PathBuf, ModelError> {
     match std::env::var_os(LIB_ENV) {
         Some(p) => Ok(PathBuf::from(p)),
@@ -44,8 +46,9 @@ pub fn environment(lib: &Path) -> Result<Environment, ModelError> {
     if !lib.is_file() {
         return Err(ModelError::Missing {
             path: lib.to_path_buf(),
+            looked_in: Vec::new(),
             fix: format!(
-                "run {} (or set {LIB_ENV} to an ONNX Runtime 1.31 library)",
+                "set {LIB_ENV} to an ONNX Runtime 1.31 library, or unset it to use the one {} fetches",
                 crate::SETUP_COMMAND
             ),
         });
@@ -72,6 +75,7 @@ pub fn session(env: &Environment, model: &Path, threads: usize) -> Result<Sessio
     if !model.is_file() {
         return Err(ModelError::Missing {
             path: model.to_path_buf(),
+            looked_in: Vec::new(),
             fix: format!("run {}", crate::SETUP_COMMAND),
         });
     }

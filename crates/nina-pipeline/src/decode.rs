@@ -18,7 +18,8 @@ use crate::PipelineError;
 /// Consecutive undecodable packets tolerated before the file is declared damaged.
 const MAX_BAD_PACKETS: usize = 32;
 
-fn audio_err(path: &Path, reason: impl std::fmt::Display) -> PipelineError {
+/// An [`PipelineError::Audio`] about `path`.
+pub(crate) fn audio_err(path: &Path, reason: impl std::fmt::Display) -> PipelineError {
     PipelineError::Audio {
         path: path.to_path_buf(),
         reason: reason.to_string(),

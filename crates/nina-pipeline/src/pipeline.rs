@@ -24,7 +24,8 @@ use nina_transcribe::{
 };
 use serde_json::json;
 
-use crate::{PipelineError, Progress, SessionWriter, decode};
+use crate::decode::{self, audio_err};
+use crate::{PipelineError, Progress, SessionWriter};
 
 /// The user id of the single stream of a session built from a file.
 pub const FILE_USER: u64 = 0;
@@ -55,8 +56,9 @@ pub enum VadChoice {
 /// Everything the pipeline needs to know, in one place.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// The models directory.
-    pub models: PathBuf,
+    /// Where models are looked for ([`ModelDir::discover`] by default: `$NINA_MODELS`, else the
+    /// per-user directory, then `./models`).
+    pub models: ModelDir,
     /// Whisper model: a pinned id (`whisper-base`, `whisper-tiny-en`) or a ggml file. (A model
     /// given by URL is downloaded by the binary first, and given here as its file.)
     pub whisper: String,
@@ -75,7 +77,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            models: ModelDir::from_env().root().to_path_buf(),
+            models: ModelDir::discover(),
             whisper: catalog::WHISPER_BASE.id.to_string(),
             vad: VadChoice::Auto,
             segmenter: SegmenterConfig::default(),
@@ -149,13 +151,6 @@ fn digest(parts: &[&str]) -> String {
         joined.push(0);
     }
     nina_fs::sha256_bytes(&joined)[..16].to_string()
-}
-
-fn audio_err(path: &Path, reason: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Audio {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
 }
 
 fn sha256_of_file(path: &Path) -> Result<String, PipelineError> {
@@ -313,7 +308,7 @@ impl Pipeline {
     pub fn new(cfg: PipelineConfig) -> Result<Self, PipelineError> {
         cfg.validate()?;
         Ok(Self {
-            models: ModelDir::new(&cfg.models),
+            models: cfg.models.clone(),
             cfg,
             whisper: Mutex::new(None),
         })
@@ -383,13 +378,14 @@ impl Pipeline {
             &source_sha,
             &options.to_string(),
         ]);
-        if let Some(s) = &existing {
-            if !force && s.processing_of(STEP_SEGMENT).is_some_and(|p| p.key == key) {
-                // Finish what a run killed after its commit left undone.
-                remove_unnamed_audio(dest, s, FILE_USER)?;
-                remove_unclaimed_outputs(dest, s)?;
-                return Ok(s.clone());
-            }
+        if let Some(s) = &existing
+            && !force
+            && s.processing_of(STEP_SEGMENT).is_some_and(|p| p.key == key)
+        {
+            // Finish what a run killed after its commit left undone.
+            remove_unnamed_audio(dest, s, FILE_USER)?;
+            remove_unclaimed_outputs(dest, s)?;
+            return Ok(s.clone());
         }
         // The session's identity and start stay those it was created with.
         let started_at_ms = existing
@@ -731,7 +727,7 @@ mod tests {
     fn energy() -> Pipeline {
         Pipeline::new(PipelineConfig {
             vad: VadChoice::Energy,
-            models: "/nonexistent".into(),
+            models: ModelDir::new("/nonexistent"),
             ..PipelineConfig::default()
         })
         .unwrap()
@@ -980,10 +976,11 @@ mod tests {
             .transcribe_session(&sd, false, &crate::NoProgress)
             .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Models, "{e}");
-        assert!(e.to_string().contains("setup.sh"), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("ggml-base.bin") && msg.contains("fix:"), "{e}");
         let silero = Pipeline::new(PipelineConfig {
             vad: VadChoice::Silero,
-            models: "/nonexistent".into(),
+            models: ModelDir::new("/nonexistent"),
             ..PipelineConfig::default()
         })
         .unwrap();

@@ -2,8 +2,8 @@
 //!
 //! - [`segmenter::Segmenter`]: one per stream, push-based: PCM frames (any rate, mono or
 //!   stereo, `i16` or `f32`) with their session timestamps in, [`segmenter::Utterance`]s out.
-//! - [`vad`]: speech probabilities; [`vad::SileroVad`] runs the Silero ONNX model (default),
-//!   [`vad::EnergyVad`] is a cheap detector used when no model is configured.
+//! - [`vad`]: speech probabilities; `vad::SileroVad` runs the Silero ONNX model (default; feature
+//!   `silero`), [`vad::EnergyVad`] is a cheap detector used when no model is configured.
 //! - [`resample`]: streaming conversion to 16 kHz mono with rubato.
 
 pub mod resample;

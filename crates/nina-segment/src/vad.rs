@@ -1,17 +1,26 @@
 //! Voice activity detection on 16 kHz mono audio, in frames of [`FRAME`] samples (32 ms).
+//!
+//! [`EnergyVad`] is always built; `SileroVad` needs the cargo feature `silero` (on by default),
+//! which brings in ONNX Runtime.
 
+#[cfg(feature = "silero")]
 use std::path::Path;
 
+#[cfg(feature = "silero")]
 use ndarray::{Array1, Array2, Array3};
+#[cfg(feature = "silero")]
 use ort::session::Session;
+#[cfg(feature = "silero")]
 use ort::value::TensorRef;
 
 use crate::SegmentError;
+#[cfg(feature = "silero")]
 use nina_models::{ModelDir, ModelError, catalog, onnx};
 
 /// Samples per decision at 16 kHz (32 ms), as Silero takes them.
 pub const FRAME: usize = 512;
 /// Samples of the previous frame Silero sees before each frame.
+#[cfg(feature = "silero")]
 const CONTEXT: usize = 64;
 
 /// A voice activity detector: one speech probability per [`FRAME`] of 16 kHz audio.
@@ -26,6 +35,7 @@ pub trait VoiceDetector: Send {
 
 /// Silero VAD v6 through ONNX Runtime, streaming: recurrent state and 64 samples of context are
 /// carried from one frame to the next.
+#[cfg(feature = "silero")]
 pub struct SileroVad {
     session: Session,
     state: Array3<f32>,
@@ -33,12 +43,14 @@ pub struct SileroVad {
     input: Vec<f32>,
 }
 
+#[cfg(feature = "silero")]
 impl std::fmt::Debug for SileroVad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SileroVad").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "silero")]
 impl SileroVad {
     /// Loads the pinned Silero model and ONNX Runtime from `models`.
     pub fn from_models(models: &ModelDir) -> Result<Self, SegmentError> {
@@ -67,6 +79,7 @@ impl SileroVad {
     }
 }
 
+#[cfg(feature = "silero")]
 fn run_err(e: impl std::fmt::Display) -> SegmentError {
     SegmentError::Model(ModelError::Onnx {
         context: "running Silero VAD".into(),
@@ -74,6 +87,7 @@ fn run_err(e: impl std::fmt::Display) -> SegmentError {
     })
 }
 
+#[cfg(feature = "silero")]
 impl VoiceDetector for SileroVad {
     fn speech_probability(&mut self, frame: &[f32]) -> Result<f32, SegmentError> {
         if frame.len() != FRAME {

@@ -14,7 +14,7 @@ pub mod pool;
 mod whisper;
 
 pub use guard::{DropReason, GuardConfig};
-pub use output::{ModelInfo, SpeakerDropped, SpeakerSegment, TranscriptDocument};
+pub use output::{ModelInfo, SpeakerDropped, SpeakerSegment, TranscriptDocument, TranscriptError};
 pub use pool::{JobResult, PoolError, TranscriptionPool};
 pub use whisper::{WhisperModel, WhisperTranscriber, check_options};
 

@@ -38,6 +38,17 @@ pub struct SpeakerDropped {
     pub reason: DropReason,
 }
 
+/// Why a JSON transcript cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    /// Not JSON of the transcript's shape.
+    #[error("not a transcript: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Another document type or version.
+    #[error("schema is `{0}`, expected `{SCHEMA}`")]
+    Schema(String),
+}
+
 /// Everything written to a session's transcript files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptDocument {
@@ -84,10 +95,10 @@ impl TranscriptDocument {
     }
 
     /// Reads a JSON transcript, checking its schema.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let doc: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_json(text: &str) -> Result<Self, TranscriptError> {
+        let doc: Self = serde_json::from_str(text).map_err(TranscriptError::Json)?;
         if doc.schema != SCHEMA {
-            return Err(format!("schema is `{}`, expected `{SCHEMA}`", doc.schema));
+            return Err(TranscriptError::Schema(doc.schema));
         }
         Ok(doc)
     }

