@@ -33,6 +33,13 @@ fn reprocess() -> Command {
     c
 }
 
+/// `reprocess [common options] file AUDIO --out OUT`; more options may follow.
+fn file_into(audio: impl AsRef<std::ffi::OsStr>, out: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = reprocess();
+    c.arg("file").arg(audio).arg("--out").arg(out);
+    c
+}
+
 fn nina_eval_models() -> std::path::PathBuf {
     nina_tests::config("whisper-tiny-en")
         .models
@@ -59,7 +66,7 @@ fn exit_3_for_audio_that_cannot_be_read() {
             .arg(&out),
     );
     assert_eq!(c, 3, "{e}");
-    let (c, e) = code(reprocess().arg("file").arg(&text).arg("--out").arg(&out));
+    let (c, e) = code(&mut file_into(&text, &out));
     assert_eq!(c, 3, "{e}");
     assert!(e.contains("notes.wav"), "{e}");
 }
@@ -164,7 +171,7 @@ fn exit_7_when_another_process_holds_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
     let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
-    let (c, e) = code(reprocess().arg("file").arg(&speech).arg("--out").arg(&out));
+    let (c, e) = code(&mut file_into(&speech, &out));
     assert_eq!(c, 0, "{e}");
     let before = tree(&out);
     let held = nina_store::SessionDir::new(&out).open().unwrap();
@@ -197,7 +204,7 @@ fn a_3_khz_recording_is_resampled_not_refused() {
         .unwrap();
     assert!(st.success());
     let out = dir.path().join("s");
-    let (c, e) = code(reprocess().arg("file").arg(&low).arg("--out").arg(&out));
+    let (c, e) = code(&mut file_into(&low, &out));
     assert_eq!(c, 0, "{e}");
     let s = nina_store::SessionDir::new(&out).load().unwrap();
     assert!(!s.utterances.is_empty());
@@ -218,7 +225,7 @@ fn files_that_are_not_the_sessions_are_never_touched() {
     let (c, e) = code(reprocess().arg("session").arg(&home));
     assert_eq!(c, 5, "{e}");
     let speech = data("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
-    let (c, e) = code(reprocess().arg("file").arg(&speech).arg("--out").arg(&home));
+    let (c, e) = code(&mut file_into(&speech, &home));
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("not empty"), "{e}");
     assert_eq!(tree(&home), before);
@@ -232,14 +239,7 @@ fn exit_8_when_utterances_fail_and_a_rerun_retries_only_those() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
     let speech = data("formats/librivox.flac");
-    let (c, e) = code(
-        reprocess()
-            .args(["--max-utterance", "6"])
-            .arg("file")
-            .arg(&speech)
-            .arg("--out")
-            .arg(&out),
-    );
+    let (c, e) = code(file_into(&speech, &out).args(["--max-utterance", "6"]));
     assert_eq!(c, 0, "{e}");
     let sd = nina_store::SessionDir::new(&out);
     let s = sd.load().unwrap();
@@ -284,14 +284,7 @@ fn a_killed_run_resumed_with_other_jobs_redoes_nothing_saved() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
     let speech = data("formats/librivox.flac");
-    let (c, e) = code(
-        reprocess()
-            .args(["--max-utterance", "4", "--vad", "energy"])
-            .arg("file")
-            .arg(&speech)
-            .arg("--out")
-            .arg(&out),
-    );
+    let (c, e) = code(file_into(&speech, &out).args(["--max-utterance", "4", "--vad", "energy"]));
     assert_eq!(c, 0, "{e}");
     // Kill a rerun with other options as soon as it has saved some work.
     let mut child = reprocess()
@@ -378,13 +371,7 @@ fn a_run_killed_at_random_points_ends_like_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference");
     let t0 = Instant::now();
-    let (c, e) = code(
-        reprocess()
-            .arg("file")
-            .arg(&audio)
-            .arg("--out")
-            .arg(&reference),
-    );
+    let (c, e) = code(&mut file_into(&audio, &reference));
     assert_eq!(c, 0, "{e}");
     let reference_time = t0.elapsed();
     let mut full = reference_time;
@@ -409,11 +396,7 @@ fn a_run_killed_at_random_points_ends_like_an_uninterrupted_one() {
             .wrapping_add(1_442_695_040_888_963_407);
         let fraction = ((seed >> 33) % 1000) as f64 / 1000.0;
         let delay = full.mul_f64(fraction.clamp(0.02, 0.9));
-        let mut child = reprocess()
-            .arg("file")
-            .arg(&audio)
-            .arg("--out")
-            .arg(&killed)
+        let mut child = file_into(&audio, &killed)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -438,13 +421,7 @@ fn a_run_killed_at_random_points_ends_like_an_uninterrupted_one() {
     eprintln!("uninterrupted run {reference_time:?}; {}", log.join("; "));
     assert!(kills >= 6, "runs must really be killed: {log:?}");
 
-    let (c, e) = code(
-        reprocess()
-            .arg("file")
-            .arg(&audio)
-            .arg("--out")
-            .arg(&killed),
-    );
+    let (c, e) = code(&mut file_into(&audio, &killed));
     assert_eq!(c, 0, "{e}");
     let a = tree(&reference);
     let b = tree(&killed);
