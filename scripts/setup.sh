@@ -22,7 +22,7 @@ say() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
-packages=(build-essential cmake clang libclang-dev pkg-config git flite sox libsox-fmt-mp3 libopus-dev ca-certificates)
+packages=(build-essential cmake clang libclang-dev pkg-config git flite sox libsox-fmt-mp3 libopus-dev opus-tools ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,6 +13,7 @@ pub mod audio;
 mod lock;
 mod names;
 mod schema;
+pub mod track;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ pub use names::{date_of_unix_ms, is_safe_id, is_safe_relative, utterance_file};
 pub use schema::{
     CURRENT_VERSION, Failure, Participant, Place, Processing, SCHEMA, SchemaError, Session,
     UtteranceRecord,
+};
+pub use track::{
+    OPUS_SILENCE, OpusTrack, OpusTrackWriter, TRACK_RATE, TrackPacket, TrackSummary,
+    opus_packet_samples, read_opus_track, repair_opus_track,
 };
 
 /// `session.json`.
