@@ -183,10 +183,14 @@ fn file_session(audio: &Path, source_sha: &str, started_at_ms: i64) -> Session {
         participants: vec![Participant {
             user_id: FILE_USER,
             display_name: audio.file_stem().map(|s| s.to_string_lossy().into_owned()),
+            presence: Vec::new(),
         }],
         utterances: Vec::new(),
         processing: Vec::new(),
         source: audio.file_name().map(|s| s.to_string_lossy().into_owned()),
+        tracks: Vec::new(),
+        gaps: Vec::new(),
+        recorder: None,
     }
 }
 

@@ -62,6 +62,7 @@ impl SessionWriter {
             None => self.session.participants.push(Participant {
                 user_id,
                 display_name,
+                presence: Vec::new(),
             }),
         }
     }
@@ -171,6 +172,9 @@ mod tests {
             utterances: vec![],
             processing: vec![],
             source: None,
+            tracks: vec![],
+            gaps: vec![],
+            recorder: None,
         };
         let (lock, _) = sd.claim().unwrap();
         let mut w = SessionWriter::new(sd.clone(), skeleton, lock);

@@ -22,8 +22,8 @@ pub use audio::{WavAudio, WavEncoding, read_wav, write_wav};
 pub use lock::{LOCK_FILE, SessionLock};
 pub use names::{date_of_unix_ms, is_safe_id, is_safe_relative, utterance_file};
 pub use schema::{
-    CURRENT_VERSION, Failure, Participant, Place, Processing, SCHEMA, SchemaError, Session,
-    UtteranceRecord,
+    CURRENT_VERSION, Failure, Gap, Participant, Place, Presence, Processing, Recorder, SCHEMA,
+    SchemaError, Session, TrackRecord, UtteranceRecord, track_file,
 };
 pub use track::{
     OPUS_SILENCE, OpusTrack, OpusTrackWriter, TRACK_RATE, TrackPacket, TrackSummary,
@@ -44,6 +44,8 @@ pub const TRANSCRIPT_TXT: &str = "transcript.txt";
 pub const DIARIZATION_RTTM: &str = "diarization.rttm";
 /// Directory of resumable intermediate results (removed once a step completes).
 pub const WORK_DIR: &str = ".work";
+/// Directory of the archival tracks (`tracks/<user_id>.opus`).
+pub const TRACKS_DIR: &str = "tracks";
 /// Largest `session.json` accepted.
 pub const MAX_SESSION_BYTES: u64 = 64 << 20;
 
@@ -239,10 +241,10 @@ impl SessionDir {
     }
 
     /// Removes Nina's temporary files (never anything else) from the folders a session owns:
-    /// its root, `audio/<user_id>/` and `.work/<step>/`. Returns how many. Call it only while
+    /// its root, `tracks/`, `audio/<user_id>/` and `.work/<step>/`. Returns how many. Call it only while
     /// holding the session's lock.
     pub fn remove_temp_files(&self) -> Result<usize, StoreError> {
-        let mut dirs = vec![self.root.clone()];
+        let mut dirs = vec![self.root.clone(), self.root.join(TRACKS_DIR)];
         for (parent, ok) in [
             (
                 self.root.join("audio"),
@@ -447,6 +449,7 @@ mod tests {
             participants: vec![Participant {
                 user_id: 42,
                 display_name: Some("Robert'); DROP TABLE--/..".into()),
+                presence: vec![],
             }],
             utterances: vec![UtteranceRecord {
                 user_id: 42,
@@ -462,6 +465,9 @@ mod tests {
             }],
             processing: vec![],
             source: None,
+            tracks: vec![],
+            gaps: vec![],
+            recorder: None,
         }
     }
 

@@ -31,6 +31,65 @@ pub struct Participant {
     /// Display name at recording time (never used in file names).
     #[serde(default)]
     pub display_name: Option<String>,
+    /// When they were in the channel, on the session clock (empty when not recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence: Vec<Presence>,
+}
+
+/// One stay of a participant in the voice channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Joined, seconds on the session clock.
+    pub joined: f64,
+    /// Left, seconds; `None` while still there (or when the recording ended first).
+    #[serde(default)]
+    pub left: Option<f64>,
+}
+
+/// One user's archival track: their Opus packets as received, on the session clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackRecord {
+    /// The user.
+    pub user_id: u64,
+    /// The Ogg Opus file, relative to the session directory ([`track_file`]).
+    pub file: String,
+    /// Channels declared in the file.
+    pub channels: u16,
+    /// Seconds on the session clock the track covers (from the session start).
+    pub duration: f64,
+}
+
+/// The file of a user's archival track: `tracks/<user_id>.opus`.
+pub fn track_file(user_id: u64) -> String {
+    format!("tracks/{user_id}.opus")
+}
+
+/// A stretch of the session where audio was lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Start, seconds on the session clock.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// The user whose audio was lost; `None`: the whole connection.
+    #[serde(default)]
+    pub user_id: Option<u64>,
+    /// Why (`voice reconnect`, `packet loss`, ...).
+    pub reason: String,
+}
+
+/// The program that recorded the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorder {
+    /// Its name (`nina-collector`).
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Whether it decoded and segmented live (false: raw mode, archival tracks only).
+    pub decode: bool,
+    /// Its configuration, as it serialises it.
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 /// One utterance of one stream.
@@ -118,6 +177,15 @@ pub struct Session {
     /// Where the audio came from when it was not recorded live (a file name, no path).
     #[serde(default)]
     pub source: Option<String>,
+    /// Archival tracks, one per user (live recordings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackRecord>,
+    /// Stretches where audio was lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+    /// The program that recorded the session, if recorded live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorder: Option<Recorder>,
 }
 
 /// What is wrong in a session document, before knowing its path.
@@ -281,6 +349,7 @@ impl Session {
                 return Err(SchemaError::new(f("channels"), u.channels.to_string()));
             }
         }
+        self.validate_recording(&users)?;
         for (i, p) in self.processing.iter().enumerate() {
             if !is_safe_id(&p.key) {
                 return Err(SchemaError::new(
@@ -290,6 +359,93 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Checks presence, tracks, gaps and the recorder.
+    fn validate_recording(&self, users: &HashSet<u64>) -> Result<(), SchemaError> {
+        let time = |field: String, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(SchemaError::new(field, format!("{v} is not a time")))
+            }
+        };
+        for (i, p) in self.participants.iter().enumerate() {
+            for (j, s) in p.presence.iter().enumerate() {
+                let f = |name: &str| format!("participants[{i}].presence[{j}].{name}");
+                time(f("joined"), s.joined)?;
+                if let Some(left) = s.left {
+                    time(f("left"), left)?;
+                    if left < s.joined {
+                        return Err(SchemaError::new(f("left"), "before joined"));
+                    }
+                }
+            }
+        }
+        let mut tracked = HashSet::new();
+        for (i, t) in self.tracks.iter().enumerate() {
+            let f = |name: &str| format!("tracks[{i}].{name}");
+            if !users.contains(&t.user_id) {
+                return Err(SchemaError::new(
+                    f("user_id"),
+                    format!("{} is not among the participants", t.user_id),
+                ));
+            }
+            if !tracked.insert(t.user_id) {
+                return Err(SchemaError::new(f("user_id"), "has two tracks"));
+            }
+            if t.file != track_file(t.user_id) || !is_safe_relative(&t.file) {
+                return Err(SchemaError::new(
+                    f("file"),
+                    format!("{:?} is not {:?}", t.file, track_file(t.user_id)),
+                ));
+            }
+            if !(1..=2).contains(&t.channels) {
+                return Err(SchemaError::new(f("channels"), t.channels.to_string()));
+            }
+            time(f("duration"), t.duration)?;
+        }
+        for (i, g) in self.gaps.iter().enumerate() {
+            let f = |name: &str| format!("gaps[{i}].{name}");
+            time(f("start"), g.start)?;
+            time(f("end"), g.end)?;
+            if g.end < g.start {
+                return Err(SchemaError::new(f("end"), "before start"));
+            }
+            if let Some(u) = g.user_id
+                && !users.contains(&u)
+            {
+                return Err(SchemaError::new(
+                    f("user_id"),
+                    format!("{u} is not among the participants"),
+                ));
+            }
+            if g.reason.len() > 4096 {
+                return Err(SchemaError::new(f("reason"), "longer than 4096 bytes"));
+            }
+        }
+        if let Some(r) = &self.recorder
+            && (r.name.len() > 256 || r.version.len() > 256)
+        {
+            return Err(SchemaError::new(
+                "recorder",
+                "name or version longer than 256 bytes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the session holds archival tracks but no segmentation yet: recorded in raw mode.
+    pub fn is_raw(&self) -> bool {
+        // "segment" is the pipeline's name of the segmentation step.
+        !self.tracks.is_empty()
+            && self.utterances.is_empty()
+            && self.processing_of("segment").is_none()
+    }
+
+    /// The archival track of `user_id`, if any.
+    pub fn track_of(&self, user_id: u64) -> Option<&TrackRecord> {
+        self.tracks.iter().find(|t| t.user_id == user_id)
     }
 
     /// The latest record of `step`, if it was applied.
@@ -387,6 +543,127 @@ mod tests {
         });
         let s = Session::from_json(v.to_string().as_bytes()).unwrap();
         assert!(s.utterances.is_empty() && s.processing.is_empty());
+        assert!(s.tracks.is_empty() && s.gaps.is_empty() && s.recorder.is_none());
+        // A document written before tracks, presence, gaps and the recorder existed.
+        let old = serde_json::json!({
+            "schema": SCHEMA, "schema_version": 1, "id": "file-2b1c0e8d7f3a9c41",
+            "guild": {"id": 0, "name": null}, "channel": {"id": 0, "name": null},
+            "started_at_ms": 1764057600000i64, "ended_at_ms": 1764057630000i64,
+            "participants": [{"user_id": 0, "display_name": "sample"}],
+            "utterances": [{"user_id": 0, "seq": 0, "start": 6.584, "end": 30.0,
+                "speech_start": 6.784, "speech_end": 30.0, "cut": false,
+                "file": "audio/0/000000-0000006584.wav", "sample_rate": 16000, "channels": 1}],
+            "processing": [{"step": "segment", "name": "silero-vad-6.2.3", "sha256": "1a",
+                "options": {"threshold": 0.5}, "key": "abc"}],
+            "source": "sample.wav"
+        });
+        let s = Session::from_json(old.to_string().as_bytes()).unwrap();
+        assert!(s.participants[0].presence.is_empty() && s.tracks.is_empty() && !s.is_raw());
+    }
+
+    /// A session recorded live in raw mode: tracks, presence, gaps, the recorder.
+    fn recorded() -> Session {
+        let mut s = sample();
+        s.utterances.clear();
+        s.participants[0].presence = vec![
+            Presence {
+                joined: 0.0,
+                left: Some(12.5),
+            },
+            Presence {
+                joined: 30.0,
+                left: None,
+            },
+        ];
+        s.tracks = vec![TrackRecord {
+            user_id: 42,
+            file: track_file(42),
+            channels: 2,
+            duration: 100.0,
+        }];
+        s.gaps = vec![
+            Gap {
+                start: 5.0,
+                end: 6.5,
+                user_id: None,
+                reason: "voice reconnect".into(),
+            },
+            Gap {
+                start: 8.0,
+                end: 8.2,
+                user_id: Some(42),
+                reason: "packet loss".into(),
+            },
+        ];
+        s.recorder = Some(Recorder {
+            name: "nina-collector".into(),
+            version: "0.1.0".into(),
+            decode: false,
+            config: serde_json::json!({"raw": true}),
+        });
+        s
+    }
+
+    #[test]
+    fn recordings_round_trip_and_are_validated() {
+        let s = recorded();
+        assert!(s.is_raw());
+        assert_eq!(s.track_of(42).unwrap().file, "tracks/42.opus");
+        let bytes = serde_json::to_vec(&s).unwrap();
+        assert_eq!(Session::from_json(&bytes).unwrap(), s);
+        // Fields never set are not written, so a plain session's document does not change.
+        let plain = serde_json::to_value(sample()).unwrap();
+        for k in ["tracks", "gaps", "recorder"] {
+            assert!(plain.get(k).is_none(), "{k}");
+        }
+        assert!(plain["participants"][0].get("presence").is_none());
+        let bad = |f: &dyn Fn(&mut serde_json::Value), field: &str| {
+            let mut v = json(&recorded());
+            f(&mut v);
+            let e = err_of(v);
+            assert!(e.contains(field), "{field}: {e}");
+        };
+        bad(
+            &|v| v["tracks"][0]["file"] = "../42.opus".into(),
+            "tracks[0].file",
+        );
+        bad(
+            &|v| v["tracks"][0]["file"] = "tracks/43.opus".into(),
+            "tracks[0].file",
+        );
+        bad(
+            &|v| v["tracks"][0]["user_id"] = 7.into(),
+            "tracks[0].user_id",
+        );
+        bad(
+            &|v| v["tracks"][0]["channels"] = 0.into(),
+            "tracks[0].channels",
+        );
+        bad(
+            &|v| v["tracks"][0]["duration"] = (-1.0).into(),
+            "tracks[0].duration",
+        );
+        bad(
+            &|v| {
+                let t = v["tracks"][0].clone();
+                v["tracks"].as_array_mut().unwrap().push(t);
+            },
+            "tracks[1].user_id",
+        );
+        bad(&|v| v["gaps"][1]["user_id"] = 7.into(), "gaps[1].user_id");
+        bad(&|v| v["gaps"][0]["end"] = 1.0.into(), "gaps[0].end");
+        bad(
+            &|v| v["participants"][0]["presence"][0]["left"] = (-3.0).into(),
+            "participants[0].presence[0].left",
+        );
+        bad(
+            &|v| v["participants"][0]["presence"][1]["joined"] = "later".into(),
+            "participants[0].presence[1].joined",
+        );
+        bad(
+            &|v| v["recorder"]["decode"] = "no".into(),
+            "recorder.decode",
+        );
     }
 
     #[test]
