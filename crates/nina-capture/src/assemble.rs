@@ -1,0 +1,422 @@
+//! Placing received packets on the session clock, per user.
+//!
+//! songbird clocks each SSRC's packets out of its jitter buffer once per 20 ms tick. Arrival time
+//! says little about when a packet was spoken (the buffer delays it, the network jitters, a user
+//! who stops talking sends nothing), so each packet is placed by its RTP timestamp: the first
+//! packet of an SSRC anchors its RTP clock to the session clock, and every later packet lands at
+//! `anchor + (timestamp - anchor timestamp) / 960`. Silence between talk spurts is simply absent;
+//! a lost packet (a hole in the sequence numbers, which songbird reports as a tick without a
+//! packet) is a frame marked `lost`.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::{CaptureStats, FRAME_RTP_TICKS, UserFrame, UserId};
+
+/// Most SSRCs whose audio is held at once while waiting for their Speaking event.
+pub const MAX_UNATTRIBUTED_SSRCS: usize = 64;
+
+/// How far (in 20 ms frames) the RTP clock may disagree with the arrival clock before the SSRC
+/// is re-anchored (a sender that restarted its timestamps, or a wild jump): 2 s.
+pub const RESYNC_FRAMES: u64 = 100;
+
+/// The RTP header fields the assembler needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpInfo {
+    /// RTP timestamp (48 kHz).
+    pub timestamp: u32,
+    /// RTP sequence number.
+    pub sequence: u16,
+}
+
+/// What songbird clocked out for one SSRC in one tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickPacket {
+    /// The sender.
+    pub ssrc: u32,
+    /// The packet's RTP header, or `None` when the packet was lost.
+    pub rtp: Option<RtpInfo>,
+    /// The Opus payload as received (transport encryption removed).
+    pub opus: Option<Vec<u8>>,
+    /// Decoded audio, when decoding.
+    pub pcm: Option<Vec<i16>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    timestamp: u32,
+    frame: u64,
+}
+
+#[derive(Debug, Default)]
+struct SsrcState {
+    anchor: Option<Anchor>,
+    /// The frame after the last one placed.
+    next: u64,
+    /// Frames placed before the SSRC's user was known (bounded).
+    held: VecDeque<UserFrame>,
+    /// The arrival frame of the newest packet (for pruning).
+    last_heard: u64,
+}
+
+/// Turns songbird's voice ticks into per-user [`UserFrame`]s on the session clock.
+#[derive(Debug)]
+pub struct Assembler {
+    users: HashMap<u32, UserId>,
+    ssrcs: HashMap<u32, SsrcState>,
+    max_held: usize,
+    frame_samples: usize,
+    stats: CaptureStats,
+}
+
+impl Assembler {
+    /// An assembler whose decoded frames hold `frame_samples` interleaved samples (20 ms at the
+    /// decoder's rate and channels; 0 when not decoding), holding at most `max_held` frames of an
+    /// SSRC whose user is not known yet.
+    pub fn new(frame_samples: usize, max_held: usize) -> Self {
+        Self {
+            users: HashMap::new(),
+            ssrcs: HashMap::new(),
+            max_held,
+            frame_samples,
+            stats: CaptureStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &CaptureStats {
+        &self.stats
+    }
+
+    /// The user an SSRC belongs to.
+    pub fn user(&self, ssrc: u32) -> Option<UserId> {
+        self.users.get(&ssrc).copied()
+    }
+
+    /// A Speaking event: `ssrc` is `user`. A user announced with a new SSRC (after reconnecting)
+    /// keeps one stream; the old SSRC is forgotten. Returns the frames held for that SSRC.
+    pub fn speaking(&mut self, ssrc: u32, user: UserId) -> Vec<UserFrame> {
+        self.users.retain(|s, u| *u != user || *s == ssrc);
+        self.users.insert(ssrc, user);
+        let Some(state) = self.ssrcs.get_mut(&ssrc) else {
+            return Vec::new();
+        };
+        state
+            .held
+            .drain(..)
+            .map(|mut f| {
+                f.user = user;
+                f
+            })
+            .collect()
+    }
+
+    /// A user left the call: their SSRCs are forgotten.
+    pub fn disconnect(&mut self, user: UserId) {
+        let gone: Vec<u32> = self
+            .users
+            .iter()
+            .filter(|(_, u)| **u == user)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in gone {
+            self.users.remove(&s);
+            self.ssrcs.remove(&s);
+        }
+    }
+
+    /// SSRCs whose audio is held waiting for their Speaking event.
+    pub fn unattributed_ssrcs(&self) -> usize {
+        self.ssrcs
+            .iter()
+            .filter(|(s, st)| !self.users.contains_key(s) && !st.held.is_empty())
+            .count()
+    }
+
+    /// Attributes the only unattributed SSRC to `user` when the caller knows that exactly one
+    /// person in the channel has no SSRC yet (songbird notes that Speaking is not always sent).
+    /// Returns the released frames, or nothing when the guess would be ambiguous.
+    pub fn attribute_sole_stranger(&mut self, user: UserId) -> Vec<UserFrame> {
+        if self.users.values().any(|u| *u == user) {
+            return Vec::new();
+        }
+        let strangers: Vec<u32> = self
+            .ssrcs
+            .iter()
+            .filter(|(s, st)| !self.users.contains_key(s) && !st.held.is_empty())
+            .map(|(s, _)| *s)
+            .collect();
+        match strangers.as_slice() {
+            [ssrc] => {
+                tracing::info!(ssrc, user = user.0, "attributed an unannounced SSRC");
+                self.speaking(*ssrc, user)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Places one tick's packets. `arrival` is the tick's frame on the session clock minus the
+    /// jitter-buffer delay, i.e. when the packets clocked out now were received. Returns the
+    /// frames of known users, ordered by user then frame.
+    pub fn tick(&mut self, arrival: u64, packets: Vec<TickPacket>) -> Vec<UserFrame> {
+        let mut out = Vec::new();
+        for p in packets {
+            let user = self.users.get(&p.ssrc).copied();
+            let frame_samples = self.frame_samples;
+            let state = self.ssrcs.entry(p.ssrc).or_default();
+            state.last_heard = arrival;
+            let frame = match p.rtp {
+                Some(rtp) => {
+                    let placed = state.anchor.and_then(|a| {
+                        let delta = i64::from(rtp.timestamp.wrapping_sub(a.timestamp) as i32);
+                        let f = a.frame as i64 + delta.div_euclid(i64::from(FRAME_RTP_TICKS));
+                        u64::try_from(f).ok()
+                    });
+                    match placed {
+                        Some(f) if f.abs_diff(arrival) <= RESYNC_FRAMES => f,
+                        other => {
+                            if other.is_some() {
+                                self.stats.resyncs += 1;
+                                tracing::debug!(ssrc = p.ssrc, "RTP clock re-anchored");
+                            }
+                            // Never place a packet over frames already placed.
+                            let f = arrival.max(state.next);
+                            state.anchor = Some(Anchor {
+                                timestamp: rtp.timestamp,
+                                frame: f,
+                            });
+                            f
+                        }
+                    }
+                }
+                None if state.anchor.is_some() => state.next,
+                None => continue,
+            };
+            if frame < state.next {
+                self.stats.late += 1;
+                continue;
+            }
+            state.next = frame + 1;
+            let lost = p.rtp.is_none();
+            let pcm = p.pcm.map(|mut s| {
+                // songbird may conceal a loss with more than one frame; a frame is 20 ms.
+                s.resize(frame_samples, 0);
+                s
+            });
+            let f = UserFrame {
+                user: user.unwrap_or(UserId(0)),
+                frame,
+                opus: p.opus,
+                pcm,
+                lost,
+            };
+            if lost {
+                self.stats.lost += 1;
+            } else {
+                self.stats.packets += 1;
+            }
+            match user {
+                Some(_) => out.push(f),
+                None => {
+                    state.held.push_back(f);
+                    while state.held.len() > self.max_held {
+                        state.held.pop_front();
+                        self.stats.unattributed_dropped += 1;
+                    }
+                }
+            }
+        }
+        self.prune(arrival);
+        out.sort_by_key(|f| (f.user, f.frame));
+        out
+    }
+
+    /// Keeps the held audio bounded: an unattributed SSRC silent for longer than the holding
+    /// window is forgotten, and past [`MAX_UNATTRIBUTED_SSRCS`] the least recently heard go.
+    fn prune(&mut self, now: u64) {
+        let window = (self.max_held as u64).max(1);
+        let users = &self.users;
+        let mut dropped = 0;
+        self.ssrcs.retain(|s, st| {
+            let keep = users.contains_key(s) || now.saturating_sub(st.last_heard) < window;
+            if !keep {
+                dropped += st.held.len() as u64;
+            }
+            keep
+        });
+        loop {
+            let strangers: Vec<(u64, u32)> = self
+                .ssrcs
+                .iter()
+                .filter(|(s, _)| !self.users.contains_key(s))
+                .map(|(s, st)| (st.last_heard, *s))
+                .collect();
+            if strangers.len() <= MAX_UNATTRIBUTED_SSRCS {
+                break;
+            }
+            if let Some((_, s)) = strangers.iter().min() {
+                if let Some(st) = self.ssrcs.remove(s) {
+                    dropped += st.held.len() as u64;
+                }
+            }
+        }
+        self.stats.unattributed_dropped += dropped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: UserId = UserId(111);
+    const B: UserId = UserId(222);
+
+    fn pkt(ssrc: u32, ts: u32, seq: u16) -> TickPacket {
+        TickPacket {
+            ssrc,
+            rtp: Some(RtpInfo {
+                timestamp: ts,
+                sequence: seq,
+            }),
+            opus: Some(vec![1, 2, 3]),
+            pcm: Some(vec![7; 320]),
+        }
+    }
+
+    fn lost(ssrc: u32) -> TickPacket {
+        TickPacket {
+            ssrc,
+            rtp: None,
+            opus: None,
+            pcm: Some(vec![0; 640]),
+        }
+    }
+
+    #[test]
+    fn packets_are_placed_by_rtp_timestamp_not_arrival() {
+        let mut a = Assembler::new(320, 50);
+        a.speaking(1, A);
+        // Anchored at arrival frame 10.
+        let f = a.tick(10, vec![pkt(1, 5000, 1)]);
+        assert_eq!(f[0].frame, 10);
+        // Jitter: the next packet is clocked out two ticks late; its timestamp says frame 11.
+        let f = a.tick(13, vec![pkt(1, 5000 + 960, 2)]);
+        assert_eq!(f[0].frame, 11);
+        // The user paused 1 s (50 frames) and went on: the timestamp carries the pause.
+        let f = a.tick(62, vec![pkt(1, 5000 + 960 * 51, 3)]);
+        assert_eq!(f[0].frame, 61);
+        // A lost packet follows the last frame, marked lost, audio cut to one frame.
+        let f = a.tick(63, vec![lost(1)]);
+        assert_eq!(
+            (f[0].frame, f[0].lost, f[0].pcm.as_ref().unwrap().len()),
+            (62, true, 320)
+        );
+        // A duplicate or late packet never overwrites placed frames.
+        assert!(a.tick(64, vec![pkt(1, 5000 + 960 * 51, 3)]).is_empty());
+        assert_eq!(a.stats().late, 1);
+        assert_eq!((a.stats().packets, a.stats().lost), (3, 1));
+    }
+
+    #[test]
+    fn timestamps_wrap_and_wild_jumps_reanchor() {
+        let mut a = Assembler::new(0, 50);
+        a.speaking(1, A);
+        let start = u32::MAX - 960;
+        assert_eq!(a.tick(5, vec![pkt(1, start, 1)])[0].frame, 5);
+        assert_eq!(
+            a.tick(6, vec![pkt(1, start.wrapping_add(960), 2)])[0].frame,
+            6
+        );
+        assert_eq!(
+            a.tick(7, vec![pkt(1, start.wrapping_add(1920), 3)])[0].frame,
+            7
+        );
+        // A sender that restarts its clock lands where it arrives, never over placed frames.
+        assert_eq!(a.tick(9, vec![pkt(1, 0x4000_0000, 4)])[0].frame, 9);
+        assert_eq!(a.stats().resyncs, 1);
+        assert_eq!(a.tick(10, vec![pkt(1, 0x4000_0000 + 960, 5)])[0].frame, 10);
+    }
+
+    #[test]
+    fn audio_before_the_speaking_event_is_held_then_released() {
+        let mut a = Assembler::new(320, 3);
+        for t in 0..5u64 {
+            assert!(a.tick(t, vec![pkt(9, t as u32 * 960, t as u16)]).is_empty());
+        }
+        assert_eq!(a.unattributed_ssrcs(), 1);
+        let released = a.speaking(9, A);
+        assert_eq!(
+            released
+                .iter()
+                .map(|f| (f.user, f.frame))
+                .collect::<Vec<_>>(),
+            vec![(A, 2), (A, 3), (A, 4)]
+        );
+        assert_eq!(a.stats().unattributed_dropped, 2);
+        assert_eq!(a.tick(5, vec![pkt(9, 5 * 960, 5)])[0].user, A);
+    }
+
+    #[test]
+    fn a_sole_stranger_is_attributed_only_when_unambiguous() {
+        let mut a = Assembler::new(0, 50);
+        a.speaking(1, A);
+        a.tick(0, vec![pkt(1, 0, 0), pkt(7, 0, 0), pkt(8, 0, 0)]);
+        assert!(a.attribute_sole_stranger(B).is_empty(), "two strangers");
+        let mut a = Assembler::new(0, 50);
+        a.tick(0, vec![pkt(7, 0, 0)]);
+        assert!(a.attribute_sole_stranger(B).len() == 1);
+        assert_eq!(a.user(7), Some(B));
+    }
+
+    #[test]
+    fn a_reconnecting_user_keeps_one_stream_and_leaving_forgets() {
+        let mut a = Assembler::new(0, 50);
+        a.speaking(1, A);
+        a.tick(0, vec![pkt(1, 0, 0)]);
+        a.speaking(5, A);
+        assert_eq!(a.user(1), None);
+        assert_eq!(a.tick(50, vec![pkt(5, 777, 0)])[0].user, A);
+        a.disconnect(A);
+        assert_eq!(a.user(5), None);
+    }
+
+    #[test]
+    fn held_audio_is_bounded_in_ssrcs_and_pruned() {
+        let mut a = Assembler::new(0, 10);
+        for t in 0..200u64 {
+            let pk = (0..20u32).map(|k| pkt(t as u32 * 20 + k, 0, 0)).collect();
+            a.tick(t, pk);
+            assert!(a.unattributed_ssrcs() <= MAX_UNATTRIBUTED_SSRCS);
+        }
+        for t in 200..211u64 {
+            a.tick(t, vec![]);
+        }
+        assert_eq!(a.unattributed_ssrcs(), 0);
+    }
+
+    proptest! {
+        /// Whatever order, loss and duplication the network produces, each user's frames come
+        /// out strictly increasing and decoded frames are exactly one frame long.
+        #[test]
+        fn frames_strictly_increase(events in proptest::collection::vec((0u32..3, 0u32..400, any::<bool>(), 0usize..2000), 1..200)) {
+            let mut a = Assembler::new(320, 20);
+            a.speaking(0, A);
+            a.speaking(1, B);
+            let mut last: HashMap<UserId, u64> = HashMap::new();
+            for (i, (ssrc, ts, is_lost, len)) in events.into_iter().enumerate() {
+                let p = TickPacket {
+                    ssrc,
+                    rtp: (!is_lost).then_some(RtpInfo { timestamp: ts * 960, sequence: i as u16 }),
+                    opus: None,
+                    pcm: Some(vec![1; len]),
+                };
+                for f in a.tick(i as u64, vec![p]) {
+                    prop_assert_eq!(f.pcm.as_ref().map(Vec::len), Some(320));
+                    if let Some(l) = last.insert(f.user, f.frame) {
+                        prop_assert!(f.frame > l);
+                    }
+                }
+            }
+        }
+    }
+}
