@@ -533,6 +533,11 @@ impl Discord {
     }
 }
 
+/// The event stream of a [`Recording`] is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the recording's event stream is closed")]
+pub struct Closed;
+
 /// One voice channel being recorded: its events, in order.
 #[derive(Debug)]
 pub struct Recording {
@@ -557,9 +562,14 @@ impl Recording {
         self.events.blocking_recv()
     }
 
-    /// The next event if one is waiting.
-    pub fn try_next(&mut self) -> Option<CaptureEvent> {
-        self.events.try_recv().ok()
+    /// The next event if one is waiting (`Ok(None)`: none yet); `Err(Closed)` once the stream
+    /// is closed and empty.
+    pub fn try_next(&mut self) -> Result<Option<CaptureEvent>, Closed> {
+        match self.events.try_recv() {
+            Ok(ev) => Ok(Some(ev)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(Closed),
+        }
     }
 
     /// Counters so far.

@@ -16,7 +16,7 @@ mod discord;
 mod receive;
 
 pub use assemble::{Assembler, MAX_UNATTRIBUTED_SSRCS, RESYNC_FRAMES, RtpInfo, TickPacket};
-pub use discord::{Discord, DiscordConfig, Endpoints, Recording, Token, VoiceMember};
+pub use discord::{Closed, Discord, DiscordConfig, Endpoints, Recording, Token, VoiceMember};
 pub use receive::{Decode, VoiceConfig};
 
 /// Re-exported so that callers use the same versions.

@@ -16,6 +16,7 @@
 //! [`SessionWriter`], submit its 16 kHz audio to the pool.
 
 pub mod decode;
+pub mod live;
 mod pipeline;
 mod progress;
 mod writer;

@@ -33,7 +33,7 @@ pub const FILE_USER: u64 = 0;
 pub const STEP_SEGMENT: &str = "segment";
 /// Name of the transcription step in `session.json`.
 pub const STEP_TRANSCRIBE: &str = "transcribe";
-const WORK_PREFIX: &str = "transcribe-";
+pub(crate) const WORK_PREFIX: &str = "transcribe-";
 const TRANSCRIPTS: [&str; 4] = [
     TRANSCRIPT_JSON,
     TRANSCRIPT_SRT,
@@ -220,7 +220,12 @@ fn segmenter_options(c: &SegmenterConfig) -> serde_json::Value {
 
 /// The name of an utterance's saved result in `.work/`: its file's name, made an id.
 fn work_name(u: &UtteranceRecord) -> String {
-    let stem = u.file.strip_suffix(".wav").unwrap_or(&u.file);
+    work_name_of(&u.file)
+}
+
+/// [`work_name`] of an utterance file.
+pub(crate) fn work_name_of(file: &str) -> String {
+    let stem = file.strip_suffix(".wav").unwrap_or(file);
     stem.strip_prefix("audio/")
         .unwrap_or(stem)
         .replace('/', "_")
@@ -542,6 +547,7 @@ impl Pipeline {
             return Ok(Outcome::Skipped);
         }
         let work = format!("{WORK_PREFIX}{key}");
+        let options = self.cfg.transcribe.result_options();
         if force {
             dir.clear_work(&work)?;
         }
@@ -551,7 +557,10 @@ impl Pipeline {
             results: session
                 .utterances
                 .iter()
-                .map(|u| dir.get_work::<Transcript>(&work, &work_name(u)))
+                .map(|u| {
+                    dir.get_work::<Transcript>(&work, &work_name(u))
+                        .or_else(|| crate::live::adopt_live(dir, &u.file, &sha, &options))
+                })
                 .collect(),
             work,
             failed: Vec::new(),

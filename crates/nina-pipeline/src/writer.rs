@@ -46,6 +46,12 @@ impl SessionWriter {
         &self.session
     }
 
+    /// The session, to amend what is not utterances (participants' presence, gaps, the
+    /// recorder); utterances go through [`SessionWriter::utterance`].
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
     /// Adds a participant, or updates their display name (it lives only in `session.json`).
     pub fn participant(&mut self, user_id: u64, display_name: Option<String>) {
         match self

@@ -1,0 +1,268 @@
+//! One recording, on a thread of its own: capture events -> [`LiveSession`] (tracks, utterances,
+//! live transcription) -> the session directory; then the transcript files.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use nina_capture::{CaptureEvent, Recording};
+use nina_pipeline::live::{LiveOptions, LiveSession, LiveTranscriber};
+use nina_pipeline::{NoProgress, Pipeline};
+use nina_store::{Place, Recorder, Session, SessionDir};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::optout::OptOut;
+
+/// What the bot can see of a running session.
+#[derive(Debug, Default)]
+pub struct SessionStatus {
+    /// Set to end the recording.
+    pub stop: AtomicBool,
+    /// Utterances stored.
+    pub utterances: AtomicU64,
+    /// People heard.
+    pub speakers: AtomicU64,
+}
+
+/// Messages from session threads to the bot.
+#[derive(Debug)]
+pub enum Report {
+    /// An utterance's text came back.
+    Caption {
+        /// Guild.
+        guild: u64,
+        /// Who said it.
+        speaker: String,
+        /// Session-clock start, seconds.
+        start: f64,
+        /// The text.
+        text: String,
+    },
+    /// The session thread ended (`Err`: why it failed).
+    Finished {
+        /// Guild.
+        guild: u64,
+        /// The session directory and the outcome.
+        result: std::result::Result<SessionDir, String>,
+        /// The capture ended by itself (kicked, moved), not by a stop.
+        ended_by_discord: bool,
+    },
+}
+
+/// Everything a session thread needs.
+pub struct SessionJob {
+    /// The capture.
+    pub recording: Recording,
+    /// Where to record.
+    pub dir: SessionDir,
+    /// Guild and channel names.
+    pub guild: Place,
+    /// The voice channel.
+    pub channel: Place,
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// The shared live transcription, when transcribing.
+    pub transcriber: Option<LiveTranscriber>,
+    /// Decoded format, when decoding.
+    pub decode: Option<(u32, u16)>,
+    /// The configuration as recorded (no secrets).
+    pub config: serde_json::Value,
+    /// Opt-outs.
+    pub optout: Arc<OptOut>,
+    /// Status and stop flag.
+    pub status: Arc<SessionStatus>,
+    /// Reports to the bot.
+    pub reports: UnboundedSender<Report>,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The session id of a recording started at `ms`.
+pub fn session_id(ms: i64) -> String {
+    format!("live-{ms}")
+}
+
+/// Runs a session to its end; reports `Finished`.
+pub fn run(job: SessionJob) {
+    let guild = job.guild.id;
+    let reports = job.reports.clone();
+    let (result, ended) = match record(job) {
+        Ok((dir, ended)) => (Ok(dir), ended),
+        Err(e) => {
+            tracing::error!(guild, "session failed: {e:#}");
+            (Err(format!("{e:#}")), false)
+        }
+    };
+    let _ = reports.send(Report::Finished {
+        guild,
+        result,
+        ended_by_discord: ended,
+    });
+}
+
+fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
+    let SessionJob {
+        mut recording,
+        dir,
+        guild,
+        channel,
+        pipeline,
+        transcriber,
+        decode,
+        config,
+        optout,
+        status,
+        reports,
+    } = job;
+    let started_at_ms = unix_ms(recording.started_at);
+    let skeleton = Session {
+        schema: nina_store::SCHEMA.into(),
+        schema_version: nina_store::CURRENT_VERSION,
+        id: session_id(started_at_ms),
+        guild: guild.clone(),
+        channel: channel.clone(),
+        started_at_ms,
+        ended_at_ms: None,
+        participants: vec![],
+        utterances: vec![],
+        processing: vec![],
+        source: None,
+        tracks: vec![],
+        gaps: vec![],
+        recorder: Some(Recorder {
+            name: "nina-collector".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            decode: decode.is_some(),
+            config,
+        }),
+    };
+    let opts = LiveOptions {
+        decode,
+        ..LiveOptions::default()
+    };
+    let transcribing = transcriber.is_some();
+    let mut live = LiveSession::start(&pipeline, dir.clone(), skeleton, opts, transcriber)
+        .context("cannot start the session")?;
+    tracing::info!(dir = %dir.root().display(), "session started");
+    let mut names = std::collections::HashMap::<u64, String>::new();
+    let mut down_since: Option<u64> = None;
+    let mut ended = false;
+    'run: loop {
+        loop {
+            match recording.try_next() {
+                Ok(Some(ev)) => match ev {
+                    CaptureEvent::Audio(f) => {
+                        if optout.contains(guild.id, f.user.0) {
+                            continue; // dropped at capture: never written anywhere
+                        }
+                        live.audio(f.user.0, f.frame, f.opus.as_deref(), f.pcm.as_deref())?;
+                    }
+                    CaptureEvent::Joined { frame, member } => {
+                        if member.bot || optout.contains(guild.id, member.user.0) {
+                            continue;
+                        }
+                        if let Some(n) = &member.name {
+                            names.insert(member.user.0, n.clone());
+                        }
+                        live.joined(frame, member.user.0, member.name);
+                    }
+                    CaptureEvent::Left { frame, user } => {
+                        if !optout.contains(guild.id, user.0) {
+                            live.left(frame, user.0)?;
+                        }
+                    }
+                    CaptureEvent::Disconnected { frame, reason } => {
+                        tracing::warn!(reason, "voice connection lost");
+                        down_since.get_or_insert(frame);
+                    }
+                    CaptureEvent::Connected { frame, reconnect } => {
+                        if let Some(start) = down_since.take() {
+                            live.gap(start, frame, None, "voice connection lost");
+                        }
+                        if reconnect {
+                            tracing::info!("voice connection back");
+                        }
+                    }
+                    CaptureEvent::Ended { reason, .. } => {
+                        tracing::warn!(reason, "recording ended by Discord");
+                        ended = true;
+                        break 'run;
+                    }
+                },
+                Ok(None) => break,
+                Err(_) => break 'run,
+            }
+        }
+        for t in live.tick(recording.now())? {
+            status
+                .utterances
+                .store(live.session().utterances.len() as u64, Ordering::Relaxed);
+            if let Ok(text) = t.text
+                && !text.is_empty()
+            {
+                let speaker = names
+                    .get(&t.utterance.user_id)
+                    .cloned()
+                    .unwrap_or_else(|| t.utterance.user_id.to_string());
+                let _ = reports.send(Report::Caption {
+                    guild: guild.id,
+                    speaker,
+                    start: t.utterance.start,
+                    text,
+                });
+            }
+        }
+        status
+            .speakers
+            .store(live.session().participants.len() as u64, Ordering::Relaxed);
+        if status.stop.load(Ordering::Relaxed) {
+            // Take what songbird already delivered, then end.
+            while let Ok(Some(CaptureEvent::Audio(f))) = recording.try_next() {
+                if !optout.contains(guild.id, f.user.0) {
+                    live.audio(f.user.0, f.frame, f.opus.as_deref(), f.pcm.as_deref())?;
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = recording.now();
+    if let Some(start) = down_since {
+        live.gap(start, end, None, "voice connection lost");
+    }
+    let stats = recording.stats();
+    let ended_at_ms = started_at_ms + i64::try_from(end * 20).unwrap_or(i64::MAX);
+    let (session, texts) = live.finish(end, ended_at_ms, Duration::from_secs(60))?;
+    for t in texts {
+        if let Ok(text) = t.text {
+            let speaker = names
+                .get(&t.utterance.user_id)
+                .cloned()
+                .unwrap_or_else(|| t.utterance.user_id.to_string());
+            let _ = reports.send(Report::Caption {
+                guild: guild.id,
+                speaker,
+                start: t.utterance.start,
+                text,
+            });
+        }
+    }
+    tracing::info!(
+        utterances = session.utterances.len(),
+        packets = stats.packets,
+        lost = stats.lost,
+        late = stats.late,
+        overflowed = stats.overflowed,
+        "session recorded"
+    );
+    if transcribing && !session.utterances.is_empty() {
+        pipeline
+            .transcribe_session(&dir, false, &NoProgress)
+            .context("writing the transcripts")?;
+    }
+    Ok((dir, ended))
+}

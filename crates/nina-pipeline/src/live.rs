@@ -1,0 +1,755 @@
+//! The live pipeline: what `reprocess` does on a file, done on each user's stream as it arrives.
+//!
+//! A [`LiveSession`] takes 20 ms frames per user (the Opus packet as received and, when decoding,
+//! its audio), keeps each user's archival Ogg Opus track on the session clock, cuts the decoded
+//! audio into utterances, writes them at once and hands them to a [`LiveTranscriber`] shared by
+//! every session of the process. Everything here blocks (files, fsync, models): run it on a
+//! thread of its own, never on an async runtime.
+//!
+//! When transcription falls behind, utterances are still written; past `max_backlog` waiting
+//! utterances they are not queued (and counted), and `reprocess session` finishes them later.
+//! Finished transcripts are kept under `.work/transcribe-live/` with the model and options that
+//! made them, and [`crate::Pipeline::transcribe_session`] adopts them when those match.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nina_segment::{SampleFormat, Samples, Segmenter, StreamFormat, Utterance};
+use nina_store::{Gap, OpusTrackWriter, Presence, Session, SessionDir, TrackRecord, track_file};
+use nina_transcribe::{Transcript, TranscriptionPool};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::work_name_of;
+use crate::{Pipeline, PipelineError, SessionWriter};
+
+/// The `.work/` folder of transcripts made live.
+pub const LIVE_WORK: &str = "transcribe-live";
+
+/// Samples of the session clock (48 kHz) in one 20 ms frame.
+const FRAME_SAMPLES_48K: u64 = 960;
+
+/// A transcript made live, with what made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveEntry {
+    /// sha256 of the Whisper model.
+    pub model_sha256: String,
+    /// The options that decide the result ([`nina_transcribe::TranscribeOptions::result_options`]).
+    pub options: serde_json::Value,
+    /// The transcript, times relative to the utterance.
+    pub transcript: Transcript,
+}
+
+/// Which utterance a live job is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveUtterance {
+    /// Whose.
+    pub user_id: u64,
+    /// Its file in the session.
+    pub file: String,
+    /// Start on the session clock, seconds.
+    pub start: f64,
+    /// End on the session clock, seconds.
+    pub end: f64,
+}
+
+/// A transcript that just came back.
+#[derive(Debug, Clone)]
+pub struct LiveText {
+    /// The utterance.
+    pub utterance: LiveUtterance,
+    /// Its text (segments joined), or why it failed.
+    pub text: Result<String, String>,
+}
+
+struct Job {
+    id: u64,
+    audio: Vec<f32>,
+    start: f64,
+    utterance: LiveUtterance,
+    reply: Sender<(LiveUtterance, Result<Transcript, String>)>,
+}
+
+/// Counters of a [`LiveTranscriber`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TranscriberStats {
+    /// Utterances waiting or being transcribed.
+    pub backlog: usize,
+    /// Utterances not queued because the backlog was full (left for `reprocess`).
+    pub skipped: u64,
+    /// Utterances transcribed.
+    pub done: u64,
+}
+
+/// One transcription pool shared by every live session of a process.
+#[derive(Clone)]
+pub struct LiveTranscriber {
+    jobs: Sender<Job>,
+    backlog: Arc<AtomicUsize>,
+    skipped: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    next_id: Arc<AtomicU64>,
+    max_backlog: usize,
+    model_sha256: String,
+    options: serde_json::Value,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for LiveTranscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTranscriber")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveTranscriber {
+    /// Loads the pipeline's Whisper model and starts its pool (workers and queue as configured);
+    /// at most `max_backlog` utterances wait at once.
+    pub fn start(pipeline: &Pipeline, max_backlog: usize) -> Result<Self, PipelineError> {
+        let model = pipeline.whisper()?;
+        let sha = model.sha256()?;
+        let cfg = pipeline.config();
+        let mut pool =
+            TranscriptionPool::<u64>::new(cfg.workers, cfg.queue, cfg.transcribe.clone(), || {
+                model.transcriber()
+            })?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let (b, d) = (backlog.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name("nina-live-transcribe".into())
+            .spawn(move || {
+                let mut waiting: HashMap<u64, (LiveUtterance, Sender<_>)> = HashMap::new();
+                let deliver = |waiting: &mut HashMap<u64, (LiveUtterance, Sender<_>)>,
+                               r: nina_transcribe::JobResult<u64>| {
+                    b.fetch_sub(1, Ordering::Relaxed);
+                    d.fetch_add(1, Ordering::Relaxed);
+                    if let Some((u, reply)) = waiting.remove(&r.stream) {
+                        let _ = reply.send((u, r.transcript.map_err(|e| e.to_string())));
+                    }
+                };
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(20)) {
+                        Ok(job) => {
+                            let Job {
+                                id,
+                                audio,
+                                start,
+                                utterance,
+                                reply,
+                            } = job;
+                            match pool.submit(id, start, audio) {
+                                Ok(_) => {
+                                    waiting.insert(id, (utterance, reply));
+                                }
+                                Err(e) => {
+                                    b.fetch_sub(1, Ordering::Relaxed);
+                                    let _ = reply.send((utterance, Err(e.to_string())));
+                                }
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    loop {
+                        match pool.recv_timeout(Duration::ZERO) {
+                            Ok(Some(r)) => deliver(&mut waiting, r),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::error!("transcription pool failed: {e}");
+                                return;
+                            }
+                        }
+                    }
+                }
+                match pool.finish() {
+                    Ok(rs) => rs.into_iter().for_each(|r| deliver(&mut waiting, r)),
+                    Err(e) => tracing::error!("transcription pool failed: {e}"),
+                }
+            })
+            .map_err(|e| PipelineError::Config(format!("cannot start a thread: {e}")))?;
+        Ok(Self {
+            jobs: tx,
+            backlog,
+            skipped: Arc::new(AtomicU64::new(0)),
+            done,
+            next_id: Arc::new(AtomicU64::new(0)),
+            max_backlog: max_backlog.max(1),
+            model_sha256: sha,
+            options: cfg.transcribe.result_options(),
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TranscriberStats {
+        TranscriberStats {
+            backlog: self.backlog.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues an utterance unless the backlog is full (then it is counted and left).
+    fn submit(
+        &self,
+        audio: Vec<f32>,
+        utterance: LiveUtterance,
+        reply: &Sender<(LiveUtterance, Result<Transcript, String>)>,
+    ) -> bool {
+        if self.backlog.load(Ordering::Relaxed) >= self.max_backlog {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                file = %utterance.file,
+                backlog = self.max_backlog,
+                "transcription is behind; utterance stored, left for reprocess"
+            );
+            return false;
+        }
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            audio,
+            start: utterance.start,
+            utterance,
+            reply: reply.clone(),
+        };
+        if self.jobs.send(job).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Stops accepting work and waits for the pool to finish what it holds (when this is the
+    /// last handle; other sessions' handles keep it running).
+    pub fn shutdown(self) {
+        let thread = self.thread.clone();
+        drop(self);
+        if Arc::strong_count(&thread) == 1
+            && let Some(t) = thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How a live session records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveOptions {
+    /// Rate and channels of the decoded frames, or `None` when recording Opus only.
+    pub decode: Option<(u32, u16)>,
+    /// Channels of the Opus packets (Discord sends stereo).
+    pub track_channels: u8,
+    /// How often tracks are synced and `session.json` is rewritten.
+    pub checkpoint_every: Duration,
+    /// A user silent this long has their open utterance closed (seconds).
+    pub idle_close: f64,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            decode: Some((16_000, 1)),
+            track_channels: 2,
+            checkpoint_every: Duration::from_secs(1),
+            idle_close: 0.6,
+        }
+    }
+}
+
+struct UserStream {
+    track: OpusTrackWriter,
+    segmenter: Option<Segmenter>,
+    last_frame: u64,
+    open: bool,
+}
+
+/// One voice channel being recorded into one session directory.
+pub struct LiveSession<'p> {
+    pipeline: &'p Pipeline,
+    writer: SessionWriter,
+    opts: LiveOptions,
+    users: BTreeMap<u64, UserStream>,
+    transcriber: Option<LiveTranscriber>,
+    reply_tx: Sender<(LiveUtterance, Result<Transcript, String>)>,
+    reply_rx: Receiver<(LiveUtterance, Result<Transcript, String>)>,
+    pending: usize,
+    last_checkpoint: Instant,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for LiveSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSession")
+            .field("dir", self.writer.dir())
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn seconds(frame: u64) -> f64 {
+    frame as f64 * 0.02
+}
+
+impl<'p> LiveSession<'p> {
+    /// Starts recording `session` (a skeleton: identity, guild, channel, start, recorder) into
+    /// `dir`, which must be new or empty. Its identity is on disk before any audio.
+    pub fn start(
+        pipeline: &'p Pipeline,
+        dir: SessionDir,
+        session: Session,
+        opts: LiveOptions,
+        transcriber: Option<LiveTranscriber>,
+    ) -> Result<Self, PipelineError> {
+        let (lock, existing) = dir.claim()?;
+        if existing.is_some() {
+            return Err(PipelineError::Config(format!(
+                "{} already holds a session",
+                dir.root().display()
+            )));
+        }
+        dir.save(&session)?;
+        let (reply_tx, reply_rx) = mpsc::channel();
+        Ok(Self {
+            pipeline,
+            writer: SessionWriter::new(dir, session, lock),
+            opts,
+            users: BTreeMap::new(),
+            transcriber,
+            reply_tx,
+            reply_rx,
+            pending: 0,
+            last_checkpoint: Instant::now(),
+            dirty: false,
+        })
+    }
+
+    /// The session directory.
+    pub fn dir(&self) -> &SessionDir {
+        self.writer.dir()
+    }
+
+    /// The session as recorded so far.
+    pub fn session(&self) -> &Session {
+        self.writer.session()
+    }
+
+    /// Utterances handed to transcription whose text has not come back.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Someone entered the channel at `frame`.
+    pub fn joined(&mut self, frame: u64, user_id: u64, name: Option<String>) {
+        self.writer.participant(user_id, name);
+        let s = self.writer.session_mut();
+        if let Some(p) = s.participants.iter_mut().find(|p| p.user_id == user_id)
+            && p.presence.last().is_none_or(|l| l.left.is_some())
+        {
+            p.presence.push(Presence {
+                joined: seconds(frame),
+                left: None,
+            });
+        }
+        self.dirty = true;
+    }
+
+    /// Someone left the channel at `frame`: their open utterance is closed.
+    pub fn left(&mut self, frame: u64, user_id: u64) -> Result<(), PipelineError> {
+        if let Some(p) = self
+            .writer
+            .session_mut()
+            .participants
+            .iter_mut()
+            .find(|p| p.user_id == user_id)
+            && let Some(last) = p.presence.last_mut()
+            && last.left.is_none()
+        {
+            last.left = Some(seconds(frame));
+        }
+        self.close_user(user_id)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Nothing was received between `start` and `end` (frames): a dropped connection, for
+    /// everyone (`user_id` None) or one user.
+    pub fn gap(&mut self, start: u64, end: u64, user_id: Option<u64>, reason: &str) {
+        self.writer.session_mut().gaps.push(Gap {
+            start: seconds(start),
+            end: seconds(end),
+            user_id,
+            reason: reason.to_string(),
+        });
+        self.dirty = true;
+    }
+
+    fn stream(&mut self, user_id: u64) -> Result<&mut UserStream, PipelineError> {
+        if !self.users.contains_key(&user_id) {
+            self.writer.participant(user_id, None);
+            let file = track_file(user_id);
+            let path = self.writer.dir().file(&file)?;
+            let session_id = self.writer.session().id.clone();
+            let track = OpusTrackWriter::create(
+                &path,
+                (user_id ^ (user_id >> 32)) as u32,
+                self.opts.track_channels,
+                &[
+                    ("NINA_SESSION".into(), session_id),
+                    ("NINA_USER".into(), user_id.to_string()),
+                ],
+            )?;
+            let segmenter = match self.opts.decode {
+                Some((rate, channels)) => {
+                    let (vad, _) = self.pipeline.detector()?;
+                    Some(Segmenter::new(
+                        self.pipeline.config().segmenter.clone(),
+                        StreamFormat {
+                            sample_rate: rate,
+                            channels,
+                            format: SampleFormat::I16,
+                        },
+                        vad,
+                    )?)
+                }
+                None => None,
+            };
+            self.users.insert(
+                user_id,
+                UserStream {
+                    track,
+                    segmenter,
+                    last_frame: 0,
+                    open: false,
+                },
+            );
+            self.dirty = true;
+        }
+        self.users
+            .get_mut(&user_id)
+            .ok_or_else(|| PipelineError::Config("user stream vanished".into()))
+    }
+
+    /// One 20 ms frame of `user_id` at `frame` on the session clock: `opus` as received (None
+    /// when lost), `pcm` the decoded audio when decoding.
+    pub fn audio(
+        &mut self,
+        user_id: u64,
+        frame: u64,
+        opus: Option<&[u8]>,
+        pcm: Option<&[i16]>,
+    ) -> Result<(), PipelineError> {
+        let s = self.stream(user_id)?;
+        if let Some(p) = opus {
+            s.track.push(frame * FRAME_SAMPLES_48K, p)?;
+        }
+        s.last_frame = frame;
+        let mut done = Vec::new();
+        if let (Some(seg), Some(pcm)) = (s.segmenter.as_mut(), pcm) {
+            s.open = true;
+            done = seg.push(Samples::I16(pcm), seconds(frame))?;
+        }
+        for u in done {
+            self.utterance(user_id, &u)?;
+        }
+        Ok(())
+    }
+
+    fn utterance(&mut self, user_id: u64, u: &Utterance) -> Result<(), PipelineError> {
+        let rec = self.writer.utterance(user_id, u)?.clone();
+        self.dirty = true;
+        if let Some(t) = &self.transcriber {
+            let lu = LiveUtterance {
+                user_id,
+                file: rec.file,
+                start: rec.start,
+                end: rec.end,
+            };
+            if t.submit(u.audio_16k.clone(), lu, &self.reply_tx) {
+                self.pending += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_user(&mut self, user_id: u64) -> Result<(), PipelineError> {
+        let mut done = Vec::new();
+        if let Some(s) = self.users.get_mut(&user_id)
+            && s.open
+            && let Some(seg) = s.segmenter.as_mut()
+        {
+            done = seg.finish()?;
+            s.open = false;
+        }
+        for u in done {
+            self.utterance(user_id, &u)?;
+        }
+        Ok(())
+    }
+
+    /// Housekeeping, called often (every 100 ms or so) with the current frame: closes the
+    /// utterances of users silent for `idle_close`, syncs tracks and checkpoints `session.json`
+    /// every `checkpoint_every`, and returns the transcripts that came back.
+    pub fn tick(&mut self, now: u64) -> Result<Vec<LiveText>, PipelineError> {
+        let idle = (self.opts.idle_close / 0.02).ceil() as u64;
+        let silent: Vec<u64> = self
+            .users
+            .iter()
+            .filter(|(_, s)| s.open && now.saturating_sub(s.last_frame) > idle)
+            .map(|(u, _)| *u)
+            .collect();
+        for u in silent {
+            self.close_user(u)?;
+        }
+        if self.last_checkpoint.elapsed() >= self.opts.checkpoint_every {
+            self.checkpoint()?;
+        }
+        self.collect(Duration::ZERO)
+    }
+
+    /// Syncs every track and saves `session.json` if anything changed.
+    pub fn checkpoint(&mut self) -> Result<(), PipelineError> {
+        for s in self.users.values_mut() {
+            s.track.flush()?;
+        }
+        if self.dirty {
+            self.writer.checkpoint()?;
+            self.dirty = false;
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Transcripts that came back, waiting up to `wait` for the first.
+    fn collect(&mut self, wait: Duration) -> Result<Vec<LiveText>, PipelineError> {
+        let mut out = Vec::new();
+        let mut next = self.reply_rx.recv_timeout(wait).ok();
+        while let Some((u, r)) = next {
+            self.pending = self.pending.saturating_sub(1);
+            let text = match r {
+                Ok(t) => {
+                    if let Some(tr) = &self.transcriber {
+                        let entry = LiveEntry {
+                            model_sha256: tr.model_sha256.clone(),
+                            options: tr.options.clone(),
+                            transcript: t,
+                        };
+                        self.writer
+                            .dir()
+                            .put_work(LIVE_WORK, &work_name_of(&u.file), &entry)?;
+                        Ok(entry
+                            .transcript
+                            .segments
+                            .iter()
+                            .map(|s| s.text.trim())
+                            .collect::<Vec<_>>()
+                            .join(" "))
+                    } else {
+                        Ok(String::new())
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            out.push(LiveText { utterance: u, text });
+            next = self.reply_rx.try_recv().ok();
+        }
+        Ok(out)
+    }
+
+    /// Ends the recording at `end` (frame): closes every open utterance, ends every track at
+    /// the same length, waits up to `wait` for transcripts in flight (returned), and saves
+    /// `session.json`. Run [`crate::Pipeline::transcribe_session`] afterwards to write the
+    /// transcript files (it adopts the live transcripts and does what was left).
+    pub fn finish(
+        mut self,
+        end: u64,
+        ended_at_ms: i64,
+        wait: Duration,
+    ) -> Result<(Session, Vec<LiveText>), PipelineError> {
+        let users: Vec<u64> = self.users.keys().copied().collect();
+        for u in users {
+            self.close_user(u)?;
+        }
+        let mut texts = Vec::new();
+        let deadline = Instant::now() + wait;
+        while self.pending > 0 && Instant::now() < deadline {
+            texts.extend(self.collect(deadline.saturating_duration_since(Instant::now()))?);
+        }
+        let end_samples = end * FRAME_SAMPLES_48K;
+        let mut tracks = Vec::new();
+        for (user_id, s) in std::mem::take(&mut self.users) {
+            let summary = s.track.finish(end_samples)?;
+            tracks.push(TrackRecord {
+                user_id,
+                file: track_file(user_id),
+                channels: u16::from(self.opts.track_channels),
+                duration: summary.seconds(),
+            });
+        }
+        let session = self.writer.session_mut();
+        for p in &mut session.participants {
+            if let Some(l) = p.presence.last_mut()
+                && l.left.is_none()
+            {
+                l.left = Some(seconds(end));
+            }
+        }
+        session.tracks = tracks;
+        let session = self.writer.finish(Some(ended_at_ms))?;
+        Ok((session, texts))
+    }
+}
+
+/// A live transcript of `file` made with `model_sha256` and `options`, if one was kept.
+pub(crate) fn adopt_live(
+    dir: &SessionDir,
+    file: &str,
+    model_sha256: &str,
+    options: &serde_json::Value,
+) -> Option<Transcript> {
+    let e: LiveEntry = dir.get_work(LIVE_WORK, &work_name_of(file))?;
+    (e.model_sha256 == model_sha256 && &e.options == options).then_some(e.transcript)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::WORK_PREFIX;
+
+    #[test]
+    fn live_work_is_cleared_with_the_other_transcription_work() {
+        assert!(LIVE_WORK.starts_with(WORK_PREFIX));
+    }
+}
+
+/// Parses `audio/<user>/<seq>-<start_ms>.wav` (a live utterance name).
+fn parse_live_name(file: &str) -> Option<(u64, u64, u64)> {
+    let rest = file.strip_prefix("audio/")?;
+    let (user, name) = rest.split_once('/')?;
+    let stem = name.strip_suffix(".wav")?;
+    let (seq, ms) = stem.split_once('-')?;
+    Some((user.parse().ok()?, seq.parse().ok()?, ms.parse().ok()?))
+}
+
+/// Finishes a live session a crash left unfinished (no `ended_at_ms`): utterance files written
+/// after the last checkpoint are adopted, every track is repaired (torn tail dropped, ended
+/// properly) and recorded, the end is set to the last audio, and `session.json` is saved.
+/// Returns the session, or `None` when it was finished already.
+pub fn recover_session(dir: &SessionDir) -> Result<Option<Session>, PipelineError> {
+    let (_lock, mut session) = dir.open()?;
+    if session.ended_at_ms.is_some() {
+        return Ok(None);
+    }
+    let known: std::collections::HashSet<String> =
+        session.utterances.iter().map(|u| u.file.clone()).collect();
+    let mut end = session
+        .utterances
+        .iter()
+        .map(|u| u.end)
+        .fold(0.0_f64, f64::max);
+    let audio = dir.root().join("audio");
+    let mut adopted = 0;
+    for user_dir in std::fs::read_dir(&audio).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(user_dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = format!(
+                "audio/{}/{}",
+                user_dir.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            );
+            let Some((user_id, seq, ms)) = parse_live_name(&name) else {
+                continue;
+            };
+            if known.contains(&name) {
+                continue;
+            }
+            let a = match nina_store::read_wav(&f.path(), usize::MAX) {
+                Ok(a) if !a.samples.is_empty() => a,
+                _ => continue,
+            };
+            let start = ms as f64 / 1000.0;
+            let dur = a.samples.len() as f64 / f64::from(a.channels) / f64::from(a.sample_rate);
+            session.utterances.push(nina_store::UtteranceRecord {
+                user_id,
+                seq,
+                start,
+                end: start + dur,
+                speech_start: start,
+                speech_end: start + dur,
+                cut: false,
+                file: name,
+                sample_rate: a.sample_rate,
+                channels: a.channels,
+            });
+            if !session.participants.iter().any(|p| p.user_id == user_id) {
+                session.participants.push(nina_store::Participant {
+                    user_id,
+                    display_name: None,
+                    presence: vec![],
+                });
+            }
+            end = end.max(start + dur);
+            adopted += 1;
+        }
+    }
+    let mut tracks = Vec::new();
+    for f in std::fs::read_dir(dir.root().join("tracks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let n = f.file_name().to_string_lossy().into_owned();
+        let Some(user_id) = n.strip_suffix(".opus").and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        match nina_store::repair_opus_track(&f.path()) {
+            Ok(summary) => {
+                end = end.max(summary.seconds());
+                tracks.push(TrackRecord {
+                    user_id,
+                    file: track_file(user_id),
+                    channels: 2,
+                    duration: summary.seconds(),
+                });
+            }
+            Err(e) => tracing::warn!(file = %f.path().display(), "track not repaired: {e}"),
+        }
+    }
+    tracks.sort_by_key(|t| t.user_id);
+    for t in &tracks {
+        if !session.participants.iter().any(|p| p.user_id == t.user_id) {
+            session.participants.push(nina_store::Participant {
+                user_id: t.user_id,
+                display_name: None,
+                presence: vec![],
+            });
+        }
+    }
+    session.tracks = tracks;
+    session.utterances.sort_by(|a, b| {
+        a.start
+            .total_cmp(&b.start)
+            .then(a.user_id.cmp(&b.user_id))
+            .then(a.seq.cmp(&b.seq))
+    });
+    for p in &mut session.participants {
+        if let Some(l) = p.presence.last_mut()
+            && l.left.is_none()
+        {
+            l.left = Some(end);
+        }
+    }
+    session.ended_at_ms = Some(session.started_at_ms + (end * 1000.0).round() as i64);
+    dir.save(&session)?;
+    tracing::info!(dir = %dir.root().display(), adopted, "recovered an unfinished session");
+    Ok(Some(session))
+}
