@@ -39,6 +39,10 @@ pub struct TickPacket {
     pub opus: Option<Vec<u8>>,
     /// Decoded audio, when decoding.
     pub pcm: Option<Vec<i16>>,
+    /// Where this packet belongs on the session clock judging by when packets of its SSRC were
+    /// received from the network (before the jitter buffer), if known; better than `arrival`
+    /// for anchoring, since the jitter buffer's delay varies.
+    pub received: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -171,15 +175,16 @@ impl Assembler {
                         let f = a.frame as i64 + delta.div_euclid(i64::from(FRAME_RTP_TICKS));
                         u64::try_from(f).ok()
                     });
+                    let seen = p.received.unwrap_or(arrival);
                     match placed {
-                        Some(f) if f.abs_diff(arrival) <= RESYNC_FRAMES => f,
+                        Some(f) if f.abs_diff(seen) <= RESYNC_FRAMES => f,
                         other => {
                             if other.is_some() {
                                 self.stats.resyncs += 1;
                                 tracing::debug!(ssrc = p.ssrc, "RTP clock re-anchored");
                             }
                             // Never place a packet over frames already placed.
-                            let f = arrival.max(state.next);
+                            let f = seen.max(state.next);
                             state.anchor = Some(Anchor {
                                 timestamp: rtp.timestamp,
                                 frame: f,
@@ -280,6 +285,7 @@ mod tests {
             }),
             opus: Some(vec![1, 2, 3]),
             pcm: Some(vec![7; 320]),
+            received: None,
         }
     }
 
@@ -289,6 +295,7 @@ mod tests {
             rtp: None,
             opus: None,
             pcm: Some(vec![0; 640]),
+            received: None,
         }
     }
 
@@ -315,6 +322,17 @@ mod tests {
         assert!(a.tick(64, vec![pkt(1, 5000 + 960 * 51, 3)]).is_empty());
         assert_eq!(a.stats().late, 1);
         assert_eq!((a.stats().packets, a.stats().lost), (3, 1));
+    }
+
+    #[test]
+    fn the_receive_time_anchors_better_than_the_jitter_buffer() {
+        let mut a = Assembler::new(0, 50);
+        a.speaking(1, A);
+        // Clocked out at frame 30 but received (first packet) at frame 20.
+        let mut p = pkt(1, 9600, 1);
+        p.received = Some(20);
+        assert_eq!(a.tick(30, vec![p])[0].frame, 20);
+        assert_eq!(a.tick(31, vec![pkt(1, 9600 + 960, 2)])[0].frame, 21);
     }
 
     #[test]
@@ -409,6 +427,7 @@ mod tests {
                     rtp: (!is_lost).then_some(RtpInfo { timestamp: ts * 960, sequence: i as u16 }),
                     opus: None,
                     pcm: Some(vec![1; len]),
+                    received: None,
                 };
                 for f in a.tick(i as u64, vec![p]) {
                     prop_assert_eq!(f.pcm.as_ref().map(Vec::len), Some(320));

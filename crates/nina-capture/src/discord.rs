@@ -448,6 +448,7 @@ impl Discord {
             for ev in [
                 CoreEvent::SpeakingStateUpdate,
                 CoreEvent::VoiceTick,
+                CoreEvent::RtpPacket,
                 CoreEvent::ClientDisconnect,
                 CoreEvent::DriverConnect,
                 CoreEvent::DriverReconnect,

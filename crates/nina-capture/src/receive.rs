@@ -1,6 +1,6 @@
 //! songbird's receive events -> [`CaptureEvent`]s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU8;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     connected_once: AtomicBool,
     /// People in the channel (not the bot), for the unannounced-SSRC fallback.
     pub(crate) members: Mutex<HashSet<UserId>>,
+    /// Per SSRC: a reference RTP timestamp and the earliest session time (ms) at which it could
+    /// have been sent, judging by every packet's receipt (the least-delayed packet wins).
+    receipts: Mutex<HashMap<u32, (u32, u64)>>,
 }
 
 impl Shared {
@@ -112,6 +115,7 @@ impl Shared {
             overflowed: AtomicU64::new(0),
             connected_once: AtomicBool::new(false),
             members: Mutex::new(HashSet::new()),
+            receipts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +140,29 @@ impl Shared {
         s
     }
 
+    /// A packet was received from the network (before the jitter buffer).
+    fn received(&self, ssrc: u32, timestamp: u32) {
+        let now = self.start.elapsed().as_millis() as u64;
+        let mut r = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() > 4096 {
+            r.clear(); // SSRCs churn; keep it bounded
+        }
+        let e = r.entry(ssrc).or_insert((timestamp, now));
+        let offset_ms = i64::from(timestamp.wrapping_sub(e.0) as i32) / 48;
+        let implied = now as i64 - offset_ms;
+        if implied >= 0 && (implied as u64) < e.1 {
+            e.1 = implied as u64;
+        }
+    }
+
+    /// The session frame of a packet by the receipt estimate.
+    fn received_frame(&self, ssrc: u32, timestamp: u32) -> Option<u64> {
+        let r = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+        let (ts0, ms0) = *r.get(&ssrc)?;
+        let ms = ms0 as i64 + i64::from(timestamp.wrapping_sub(ts0) as i32) / 48;
+        u64::try_from((ms + FRAME_MS as i64 / 2) / FRAME_MS as i64).ok()
+    }
+
     pub(crate) fn left(&self, user: UserId) {
         self.asm().disconnect(user);
     }
@@ -146,10 +173,14 @@ impl Shared {
         }
     }
 
-    fn tick(&self, speaking: &std::collections::HashMap<u32, VoiceData>) {
+    fn tick(&self, speaking: &HashMap<u32, VoiceData>) {
         let packets: Vec<TickPacket> = speaking
             .iter()
-            .map(|(ssrc, d)| tick_packet(*ssrc, d))
+            .map(|(ssrc, d)| {
+                let mut p = tick_packet(*ssrc, d);
+                p.received = p.rtp.and_then(|r| self.received_frame(*ssrc, r.timestamp));
+                p
+            })
             .collect();
         let arrival = self.now().saturating_sub(self.delay);
         let mut asm = self.asm();
@@ -209,6 +240,7 @@ fn tick_packet(ssrc: u32, d: &VoiceData) -> TickPacket {
         rtp,
         opus,
         pcm: d.decoded_voice.clone(),
+        received: None,
     }
 }
 
@@ -221,6 +253,10 @@ impl EventHandler for Receiver {
         let s = &self.0;
         match ctx {
             EventContext::VoiceTick(t) => s.tick(&t.speaking),
+            EventContext::RtpPacket(p) => {
+                let r = p.rtp();
+                s.received(r.get_ssrc(), r.get_timestamp().0.0);
+            }
             EventContext::SpeakingStateUpdate(sp) => {
                 if let Some(u) = sp.user_id {
                     let frames = s.asm().speaking(sp.ssrc, UserId(u.0));

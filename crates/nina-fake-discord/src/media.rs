@@ -268,6 +268,11 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         if is_silence {
             sp.report.silence_frames += 1;
         } else if heard {
+            if sp.report.sent == 0 {
+                sp.report.first_sent_unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            }
             sp.report.sent += 1;
         } else {
             sp.report.unheard += 1;

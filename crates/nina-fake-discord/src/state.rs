@@ -46,6 +46,8 @@ pub struct SpeechReport {
     pub frames: u32,
     /// Speech frames put on the wire to the bot (before loss).
     pub sent: u32,
+    /// When the first speech frame was put on the wire (Unix milliseconds; 0 if none was).
+    pub first_sent_unix_ms: i64,
     /// Speech frames nobody heard (the bot was not connected to the user's channel).
     pub unheard: u32,
     /// Speech frames dropped by the loss fault.
