@@ -79,6 +79,15 @@ enum Command {
         /// The data directory.
         data: PathBuf,
     },
+    /// Render every user's archival track into one time-aligned WAV (48 kHz mono, 16-bit),
+    /// each voice brought to the same level.
+    Mix {
+        /// The session directory.
+        session: PathBuf,
+        /// The WAV to write (default: SESSION/mix.wav).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -299,7 +308,14 @@ fn run_sessions(pipeline: &Pipeline, dirs: Vec<SessionDir>, force: bool) -> anyh
     let mut first_error = None;
     let (mut failed, mut failed_sessions) = (0, 0);
     for dir in &dirs {
-        match pipeline.transcribe_session(dir, force, &bars) {
+        // A session recorded in raw mode (archival tracks only) is segmented first.
+        let has_tracks = dir.load().is_ok_and(|s| !s.tracks.is_empty());
+        let segmented = if has_tracks {
+            pipeline.segment_tracks(dir, force, &bars).map(|_| ())
+        } else {
+            Ok(())
+        };
+        match segmented.and_then(|()| pipeline.transcribe_session(dir, force, &bars)) {
             Ok(o) => {
                 bars.sessions.suspend(|| report(&o, dir.root()));
                 failed += failed_of(&o);
@@ -382,6 +398,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dirs.into_iter().map(SessionDir::new).collect(),
             force,
         ),
+        Command::Mix { session, out } => {
+            let dir = SessionDir::new(&session);
+            let out = out.unwrap_or_else(|| session.join(nina_pipeline::mix::MIX_FILE));
+            let r = nina_pipeline::mix::mix_session(&dir, &out, &Default::default())
+                .with_context(|| format!("mixing {}", session.display()))?;
+            for t in &r.tracks {
+                eprintln!(
+                    "user {}: {:.1} s, speech at {}, gain {:+.1} dB{}",
+                    t.user_id,
+                    t.seconds,
+                    t.active_dbfs
+                        .map_or_else(|| "(none heard)".to_string(), |d| format!("{d:.1} dBFS")),
+                    t.gain_db,
+                    t.damage.as_ref().map_or_else(String::new, |d| format!(
+                        " (damaged, used as far as whole: {d})"
+                    ))
+                );
+            }
+            println!("{}", r.path.display());
+            Ok(())
+        }
         Command::All { data } => {
             let dirs = Store::new(&data)
                 .sessions()

@@ -622,3 +622,105 @@ fn models_are_found_from_any_working_directory() {
     let (c, e) = run("b");
     assert_eq!(c, 0, "{e}");
 }
+
+/// A session recorded in raw mode: user 11 reads from 0.5 s, user 22 (12 dB quieter) from
+/// 3.5 s, 7.5 s in all, as 48 kHz stereo Opus tracks.
+fn raw_session(root: &Path) {
+    let mut s = serde_json::json!({
+        "schema": "nina.session", "schema_version": 1, "id": "raw-1",
+        "guild": {"id": 1}, "channel": {"id": 2}, "started_at_ms": 1_700_000_000_000i64,
+        "participants": [], "tracks": [],
+        "recorder": {"name": "test", "version": "0", "decode": false, "config": null}
+    });
+    for (user, clip, at, gain) in [(11u64, "0880", 0.5, 1.0f32), (22, "0930", 3.5, 0.251)] {
+        let mut r = hound::WavReader::open(data(&format!(
+            "librivox/sense_and_sensibility_01_austen_64kb-{clip}.wav"
+        )))
+        .unwrap();
+        let speech: Vec<f32> = r
+            .samples::<i16>()
+            .map(|v| f32::from(v.unwrap()) / 32768.0 * gain)
+            .collect();
+        let file = nina_store::track_file(user);
+        let mut w =
+            nina_store::OpusTrackWriter::create(&root.join(&file), user as u32, 2, &[]).unwrap();
+        let mut enc =
+            opus2::Encoder::new(48_000, opus2::Channels::Stereo, opus2::Application::Voip).unwrap();
+        let mut pos = (at * 48_000.0) as u64;
+        for f in 0..speech.len() / 320 {
+            let pcm: Vec<f32> = (0..1920).map(|i| speech[f * 320 + i / 6]).collect();
+            w.push(pos, &enc.encode_vec_float(&pcm, 4000).unwrap())
+                .unwrap();
+            pos += 960;
+        }
+        w.finish(360_000).unwrap();
+        s["participants"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"user_id": user}));
+        s["tracks"].as_array_mut().unwrap().push(
+            serde_json::json!({"user_id": user, "file": file, "channels": 2, "duration": 7.5}),
+        );
+    }
+    nina_fs::write(&root.join("session.json"), s.to_string().as_bytes()).unwrap();
+}
+
+#[test]
+fn mix_renders_every_track_and_exits_7_while_the_session_is_held() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    raw_session(&s);
+    let (c, e) = code(reprocess().arg("mix").arg(&s));
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("user 11") && e.contains("user 22"), "{e}");
+    let r = hound::WavReader::open(s.join("mix.wav")).unwrap();
+    assert_eq!((r.spec().sample_rate, r.spec().channels), (48_000, 1));
+    assert!((f64::from(r.duration()) / 48_000.0 - 7.5).abs() < 0.03);
+    let out = dir.path().join("elsewhere/call.wav");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let (c, e) = code(reprocess().arg("mix").arg(&s).arg("--out").arg(&out));
+    assert_eq!(c, 0, "{e}");
+    assert!(out.is_file());
+    let held = nina_store::SessionDir::new(&s).open().unwrap();
+    let (c, e) = code(reprocess().arg("mix").arg(&s).arg("--out").arg(&out));
+    assert_eq!(c, 7, "{e}");
+    drop(held);
+    let (c, e) = code(reprocess().arg("mix").arg(dir.path().join("none")));
+    assert_eq!(c, 5, "not a session: {e}");
+}
+
+#[test]
+fn session_segments_a_raw_recording_then_transcribes_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    raw_session(&s);
+    let (c, e) = code(reprocess().arg("session").arg(&s));
+    assert_eq!(c, 0, "{e}");
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.join("session.json")).unwrap()).unwrap();
+    let users: std::collections::BTreeSet<u64> = session["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(users, [11, 22].into(), "{session}");
+    let steps: Vec<&str> = session["processing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["segment", "transcribe"]);
+    let text = std::fs::read_to_string(s.join("transcript.txt"))
+        .unwrap()
+        .to_lowercase();
+    assert!(text.contains("11") && text.contains("22"), "{text}");
+    assert!(text.split_whitespace().count() > 10, "{text}");
+    // Run again: nothing to redo.
+    let (c, e) = code(reprocess().arg("session").arg(&s));
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("already transcribed"), "{e}");
+}

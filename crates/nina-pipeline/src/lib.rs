@@ -11,14 +11,20 @@
 //!   saved at once, so an interrupted run resumes where it stopped; work already done with the same
 //!   model and options is skipped.
 //!
+//! - [`Pipeline::segment_tracks`]: a session recorded in raw mode (archival Opus tracks, see
+//!   [`nina_store::track`]) decoded and segmented per user after the fact.
+//! - [`mix::mix_session`]: every user's track into one time-aligned WAV at a common level.
+//!
 //! The live collector will do per user stream exactly what [`Pipeline::segment_file`] does for a
 //! file: push PCM into that user's segmenter, hand each utterance to the session's
 //! [`SessionWriter`], submit its 16 kHz audio to the pool.
 
 pub mod decode;
 pub mod live;
+pub mod mix;
 mod pipeline;
 mod progress;
+pub mod tracks;
 mod writer;
 
 pub use pipeline::{
@@ -59,6 +65,12 @@ pub enum PipelineError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+impl From<nina_fs::FsError> for PipelineError {
+    fn from(e: nina_fs::FsError) -> Self {
+        Self::Store(e.into())
+    }
 }
 
 /// What kind of failure a [`PipelineError`] is, for exit codes and hints.

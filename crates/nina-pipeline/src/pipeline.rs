@@ -144,7 +144,7 @@ impl std::fmt::Debug for Pipeline {
 }
 
 /// First 16 hex digits of the sha256 of `parts`, separated.
-fn digest(parts: &[&str]) -> String {
+pub(crate) fn digest(parts: &[&str]) -> String {
     let mut joined = Vec::new();
     for p in parts {
         joined.extend_from_slice(p.as_bytes());
@@ -206,7 +206,7 @@ pub fn file_session_dir(store: &Store, audio: &Path) -> Result<SessionDir, Pipel
     Ok(store.session_dir(&file_session(audio, &sha, mtime_ms(audio)))?)
 }
 
-fn segmenter_options(c: &SegmenterConfig) -> serde_json::Value {
+pub(crate) fn segmenter_options(c: &SegmenterConfig) -> serde_json::Value {
     json!({
         "threshold": c.threshold,
         "neg_threshold": c.neg_threshold,
@@ -233,7 +233,10 @@ pub(crate) fn work_name_of(file: &str) -> String {
 
 /// Removes what a session's `session.json` does not vouch for: transcripts when no
 /// transcription is recorded (a kill between committing a new segmentation and removing them).
-fn remove_unclaimed_outputs(dir: &SessionDir, session: &Session) -> Result<(), PipelineError> {
+pub(crate) fn remove_unclaimed_outputs(
+    dir: &SessionDir,
+    session: &Session,
+) -> Result<(), PipelineError> {
     if session.processing_of(STEP_TRANSCRIBE).is_none() {
         for f in TRANSCRIPTS {
             let p = dir.root().join(f);
@@ -248,7 +251,7 @@ fn remove_unclaimed_outputs(dir: &SessionDir, session: &Session) -> Result<(), P
 }
 
 /// Removes utterance WAVs of `user` that `session` does not name (the previous segmentation's).
-fn remove_unnamed_audio(
+pub(crate) fn remove_unnamed_audio(
     dir: &SessionDir,
     session: &Session,
     user: u64,
@@ -684,7 +687,7 @@ impl Pipeline {
     }
 
     /// Removes every transcription work directory of the session (of any model).
-    fn clear_transcription_work(&self, dir: &SessionDir) -> Result<(), PipelineError> {
+    pub(crate) fn clear_transcription_work(&self, dir: &SessionDir) -> Result<(), PipelineError> {
         let root = dir.root().join(nina_store::WORK_DIR);
         let Ok(entries) = fs::read_dir(&root) else {
             return Ok(());
