@@ -14,10 +14,11 @@ pub fn recover_all(store: &Store, pipeline: &Pipeline, transcribe: bool) -> Resu
             Ok(Some(s)) => {
                 n += 1;
                 println!("NINA-RECOVERED {}", dir.root().display());
-                if transcribe && !s.utterances.is_empty() {
-                    if let Err(e) = pipeline.transcribe_session(&dir, false, &NoProgress) {
-                        tracing::warn!(dir = %dir.root().display(), "transcription left for reprocess: {e}");
-                    }
+                if transcribe
+                    && !s.utterances.is_empty()
+                    && let Err(e) = pipeline.transcribe_session(&dir, false, &NoProgress)
+                {
+                    tracing::warn!(dir = %dir.root().display(), "transcription left for reprocess: {e}");
                 }
             }
             Ok(None) => {}

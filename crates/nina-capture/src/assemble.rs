@@ -258,10 +258,10 @@ impl Assembler {
             if strangers.len() <= MAX_UNATTRIBUTED_SSRCS {
                 break;
             }
-            if let Some((_, s)) = strangers.iter().min() {
-                if let Some(st) = self.ssrcs.remove(s) {
-                    dropped += st.held.len() as u64;
-                }
+            if let Some((_, s)) = strangers.iter().min()
+                && let Some(st) = self.ssrcs.remove(s)
+            {
+                dropped += st.held.len() as u64;
             }
         }
         self.stats.unattributed_dropped += dropped;

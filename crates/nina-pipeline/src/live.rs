@@ -617,17 +617,6 @@ pub(crate) fn adopt_live(
     (e.model_sha256 == model_sha256 && &e.options == options).then_some(e.transcript)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pipeline::WORK_PREFIX;
-
-    #[test]
-    fn live_work_is_cleared_with_the_other_transcription_work() {
-        assert!(LIVE_WORK.starts_with(WORK_PREFIX));
-    }
-}
-
 /// Parses `audio/<user>/<seq>-<start_ms>.wav` (a live utterance name).
 fn parse_live_name(file: &str) -> Option<(u64, u64, u64)> {
     let rest = file.strip_prefix("audio/")?;
@@ -752,4 +741,23 @@ pub fn recover_session(dir: &SessionDir) -> Result<Option<Session>, PipelineErro
     dir.save(&session)?;
     tracing::info!(dir = %dir.root().display(), adopted, "recovered an unfinished session");
     Ok(Some(session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::WORK_PREFIX;
+
+    #[test]
+    fn live_work_is_cleared_with_the_other_transcription_work() {
+        assert!(LIVE_WORK.starts_with(WORK_PREFIX));
+    }
+
+    #[test]
+    fn live_names_parse_and_others_do_not() {
+        let name = nina_store::utterance_file(42, 3, 1.5, None);
+        assert_eq!(parse_live_name(&name), Some((42, 3, 1500)));
+        assert_eq!(parse_live_name("audio/42/x.wav"), None);
+        assert_eq!(parse_live_name("tracks/42.opus"), None);
+    }
 }
