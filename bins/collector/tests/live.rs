@@ -90,16 +90,20 @@ impl Bot {
     }
 }
 
-/// Seconds from the start of `samples` (interleaved `channels`) to the first 10 ms whose RMS
-/// exceeds a tenth of the loudest 10 ms.
-fn onset(samples: &[f32], rate: u32, channels: u16) -> f64 {
-    let win = (rate / 100) as usize * usize::from(channels);
-    let rms: Vec<f32> = samples
-        .chunks(win)
-        .map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).sqrt())
-        .collect();
-    let peak = rms.iter().copied().fold(0.0, f32::max);
-    rms.iter().position(|r| *r > peak / 10.0).unwrap_or(0) as f64 * 0.01
+/// The offset in `hay` where `needle` correlates best (normalised).
+fn locate(hay: &[f32], needle: &[f32]) -> usize {
+    let nn: f32 = needle.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mut best = (f32::MIN, 0);
+    for off in 0..hay.len().saturating_sub(needle.len()) {
+        let w = &hay[off..off + needle.len()];
+        let dot: f32 = w.iter().zip(needle).map(|(a, b)| a * b).sum();
+        let wn: f32 = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let c = dot / (wn * nn).max(1e-9);
+        if c > best.0 {
+            best = (c, off);
+        }
+    }
+    best.1
 }
 
 fn the_session(data: &Path) -> (SessionDir, Session) {
@@ -194,10 +198,9 @@ async fn three_people_overlapping_are_recorded_apart_and_an_opted_out_one_is_not
     for (i, u) in users.iter().take(3).enumerate() {
         let mine: Vec<_> = s.utterances.iter().filter(|x| x.user_id == *u).collect();
         assert!(!mine.is_empty(), "{} has no utterance", names[i]);
-        let original = nina_eval::testdata::read_wav_16k_mono(&clips[i].path).unwrap();
-        let expected = (sent[i] - s.started_at_ms) as f64 / 1000.0 + onset(&original, 16_000, 1);
-        // The archival track is valid for standard tools, as long as the call, and the voice
-        // sits where it was sent.
+        // When the fake put the clip's first packet on the wire, on the session clock.
+        let sent_at = (sent[i] - s.started_at_ms) as f64 / 1000.0;
+        // The archival track is valid for standard tools and as long as the call.
         let track = dir.root().join(nina_store::track_file(*u));
         let info = std::process::Command::new("opusinfo")
             .arg(&track)
@@ -217,40 +220,47 @@ async fn three_people_overlapping_are_recorded_apart_and_an_opted_out_one_is_not
             .unwrap();
         assert!(dec.success());
         let a = nina_store::read_wav(&wav, usize::MAX).unwrap();
-        let len = a.samples.len() as f64 / f64::from(a.channels) / f64::from(a.sample_rate);
-        let heard = onset(&a.samples, a.sample_rate, a.channels);
-        let first = mine[0];
-        let t = nina_store::read_opus_track(&track).unwrap();
-        let voiced = t
-            .packets
-            .iter()
-            .filter(|p| p.data != nina_store::OPUS_SILENCE)
-            .count();
-        eprintln!(
-            "{}: {voiced} voiced packets in the track, {} sent",
-            names[i], reports[i].sent
-        );
-        eprintln!(
-            "{}: sent at {expected:.3} s, track onset {heard:.3} s, utterance {:.3}-{:.3} (speech from {:.3}), track {len:.3} s, call {call:.3} s",
-            names[i], first.start, first.end, first.speech_start
-        );
-        // The acceptance asks for 100 ms. Measured: the first speaker lands within 30 ms, a
-        // speaker who starts while another talks 200-260 ms late although every packet is there
-        // (cause not found yet; see the issue notes). This bound catches anything worse.
-        assert!(
-            (heard - expected).abs() <= 0.3,
-            "{}: track onset {heard:.3} s, sent at {expected:.3} s",
-            names[i]
-        );
-        assert!(
-            (first.speech_start - expected).abs() <= 0.3,
-            "{}: utterance speech starts at {:.3} s, sent at {expected:.3} s",
-            names[i],
-            first.speech_start
-        );
+        // opusdec drops the 312-sample pre-skip.
+        let len = (a.samples.len() / usize::from(a.channels) + 312) as f64 / 48_000.0;
         assert!(
             (len - call).abs() <= 0.1,
             "track {len:.3} s, call {call:.3} s"
+        );
+        // Every packet sent is in the track, the first one where it was sent.
+        let t = nina_store::read_opus_track(&track).unwrap();
+        let voiced: Vec<_> = t
+            .packets
+            .iter()
+            .filter(|p| p.data != nina_store::OPUS_SILENCE)
+            .collect();
+        assert_eq!(
+            voiced.len() as u32,
+            reports[i].sent,
+            "{}: packets",
+            names[i]
+        );
+        let placed = voiced[0].start as f64 / 48_000.0;
+        // The utterance holds the clip where it was sent: find the clip's second second inside
+        // the utterance's audio by correlation.
+        let first = mine[0];
+        let clip = nina_eval::testdata::read_wav_16k_mono(&clips[i].path).unwrap();
+        let utt = nina_store::read_wav(&dir.root().join(&first.file), usize::MAX).unwrap();
+        assert_eq!((utt.sample_rate, utt.channels), (16_000, 1));
+        let lag = locate(&utt.samples, &clip[16_000..32_000]);
+        let clip_start = first.start + (lag as f64 - 16_000.0) / 16_000.0;
+        eprintln!(
+            "{}: sent at {sent_at:.3} s; first packet placed at {placed:.3} s; clip found in the utterance at {clip_start:.3} s (utterance {:.3}-{:.3}); track {len:.3} s, call {call:.3} s",
+            names[i], first.start, first.end
+        );
+        assert!(
+            (placed - sent_at).abs() <= 0.1,
+            "{}: first packet placed at {placed:.3} s, sent at {sent_at:.3} s",
+            names[i]
+        );
+        assert!(
+            (clip_start - sent_at).abs() <= 0.1,
+            "{}: the utterance puts the clip at {clip_start:.3} s, sent at {sent_at:.3} s",
+            names[i]
         );
         // Their words, under their name.
         let label = s.speaker_label(*u);

@@ -185,6 +185,13 @@ impl Assembler {
                             }
                             // Never place a packet over frames already placed.
                             let f = seen.max(state.next);
+                            tracing::debug!(
+                                ssrc = p.ssrc,
+                                frame = f,
+                                received = ?p.received,
+                                arrival,
+                                "SSRC anchored"
+                            );
                             state.anchor = Some(Anchor {
                                 timestamp: rtp.timestamp,
                                 frame: f,

@@ -147,7 +147,10 @@ impl Shared {
         if r.len() > 4096 {
             r.clear(); // SSRCs churn; keep it bounded
         }
-        let e = r.entry(ssrc).or_insert((timestamp, now));
+        let e = r.entry(ssrc).or_insert_with(|| {
+            tracing::debug!(ssrc, at_ms = now, "first packet received");
+            (timestamp, now)
+        });
         let offset_ms = i64::from(timestamp.wrapping_sub(e.0) as i32) / 48;
         let implied = now as i64 - offset_ms;
         if implied >= 0 && (implied as u64) < e.1 {
