@@ -150,6 +150,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     tracing::info!(dir = %dir.root().display(), "session started");
     let mut names = std::collections::HashMap::<u64, String>::new();
     let mut down_since: Option<u64> = None;
+    let mut gateway_down: Option<(u64, String)> = None;
     let mut ended = false;
     'run: loop {
         loop {
@@ -185,6 +186,21 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                         }
                         if reconnect {
                             tracing::info!("voice connection back");
+                        }
+                    }
+                    CaptureEvent::GatewayLost { frame, reason } => {
+                        tracing::warn!(reason, "gateway connection lost");
+                        gateway_down.get_or_insert((frame, reason));
+                    }
+                    CaptureEvent::GatewayBack { frame, resumed } => {
+                        if let Some((start, reason)) = gateway_down.take() {
+                            let how = if resumed { "resumed" } else { "new session" };
+                            live.gap(
+                                start,
+                                frame,
+                                None,
+                                &format!("gateway: {reason}; {how} (voice unaffected)"),
+                            );
                         }
                     }
                     CaptureEvent::Ended { reason, .. } => {

@@ -119,6 +119,13 @@ fn member_name(m: &Member) -> Option<String> {
 }
 
 impl State {
+    /// Sends an event to every recording.
+    fn broadcast(&self, ev: impl Fn(u64) -> CaptureEvent) {
+        for rec in lock(&self.recordings).values() {
+            rec.shared.send(ev(rec.shared.now()));
+        }
+    }
+
     fn member(&self, guild: u64, user: u64) -> VoiceMember {
         let guilds = lock(&self.guilds);
         let (name, bot) = guilds
@@ -300,12 +307,44 @@ impl Discord {
                             }
                         }
                         Event::VoiceStateUpdate(v) => state.voice_state(bot, &v.0),
-                        Event::GatewayClose(Some(frame)) => {
-                            tracing::warn!(code = frame.code, "gateway closed");
+                        Event::GatewayClose(frame) => {
+                            let code = frame.as_ref().map(|f| f.code);
+                            tracing::warn!(?code, "gateway closed");
+                            state.broadcast(|frame| CaptureEvent::GatewayLost {
+                                frame,
+                                reason: format!("gateway closed ({code:?})"),
+                            });
                         }
-                        Event::GatewayReconnect => tracing::info!("gateway reconnecting"),
-                        Event::Resumed => tracing::info!("gateway resumed"),
-                        Event::Ready(_) => tracing::info!("gateway ready"),
+                        Event::GatewayReconnect => {
+                            tracing::info!("gateway reconnecting");
+                            state.broadcast(|frame| CaptureEvent::GatewayLost {
+                                frame,
+                                reason: "gateway asked to reconnect".into(),
+                            });
+                        }
+                        Event::GatewayInvalidateSession(resumable) => {
+                            tracing::info!(resumable, "gateway session invalidated");
+                            state.broadcast(|frame| CaptureEvent::GatewayLost {
+                                frame,
+                                reason: format!(
+                                    "gateway session invalidated (resumable: {resumable})"
+                                ),
+                            });
+                        }
+                        Event::Resumed => {
+                            tracing::info!("gateway resumed");
+                            state.broadcast(|frame| CaptureEvent::GatewayBack {
+                                frame,
+                                resumed: true,
+                            });
+                        }
+                        Event::Ready(_) => {
+                            tracing::info!("gateway ready");
+                            state.broadcast(|frame| CaptureEvent::GatewayBack {
+                                frame,
+                                resumed: false,
+                            });
+                        }
                         _ => {}
                     }
                     songbird.process(&ev).await;

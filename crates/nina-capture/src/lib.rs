@@ -64,6 +64,22 @@ pub enum CaptureEvent {
         /// Why, as songbird reports it.
         reason: String,
     },
+    /// The gateway connection (commands, voice states) dropped or was told to reconnect; voice
+    /// keeps flowing on its own connection, but who joins or leaves may be missed until
+    /// [`CaptureEvent::GatewayBack`].
+    GatewayLost {
+        /// Session-clock frame.
+        frame: u64,
+        /// What happened.
+        reason: String,
+    },
+    /// The gateway is back: resumed (nothing missed) or a new session (re-identified).
+    GatewayBack {
+        /// Session-clock frame.
+        frame: u64,
+        /// Resumed rather than re-identified.
+        resumed: bool,
+    },
     /// Someone is in the recorded channel (at the start, or entering it).
     Joined {
         /// Session-clock frame.

@@ -1,0 +1,259 @@
+//! Acceptance: what happens to a recording when people and connections come and go, when the
+//! collector is killed, and the commands that start and stop it. The `collector` binary runs as
+//! a process against `nina-fake-discord`; transcription is off unless the check needs it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start_bot, the_session};
+use nina_fake_discord::FakeDiscord;
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn clip(i: usize) -> std::path::PathBuf {
+    nina_eval::testdata::librivox().expect("run scripts/setup.sh")[i]
+        .path
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_voice_close_and_gateway_reconnects_keep_one_session_with_gaps() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let control = fake.control();
+    let ann = control.add_user("Ann");
+    let bot = start_bot(
+        &fake,
+        data.path(),
+        ann,
+        &format!("[[channels]]\nguild = {}\nchannel = {voice}", fc.guild_id),
+        false,
+    )
+    .await;
+    control.wait_for_voice_ready(MINUTE).await.unwrap();
+    control.join_voice(ann, voice).unwrap();
+    let speak = |i: usize| {
+        let control = control.clone();
+        async move {
+            control
+                .speak_wav(ann, &clip(i))
+                .await
+                .unwrap()
+                .finished(MINUTE)
+                .await
+                .unwrap()
+        }
+    };
+    let mut sent = vec![speak(0).await.sent];
+    // Leaves and comes back with a new SSRC.
+    control.leave_voice(ann).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    control.join_voice(ann, voice).unwrap();
+    // ... and reconnects with a new SSRC.
+    let new_ssrc = control.rejoin_voice(ann).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sent.push(speak(1).await.sent);
+    // The voice server crashes (4015): songbird resumes.
+    control.close_voice(4015).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sent.push(speak(2).await.sent);
+    // Gateway op 7, then a non-resumable op 9.
+    control.send_reconnect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    control.invalidate_session(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent.push(speak(3).await.sent);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, stderr) = bot.sigterm().await;
+    let (dir, s) = the_session(data.path());
+    eprintln!("ssrc after rejoin {new_ssrc}; gaps {:?}", s.gaps);
+    eprintln!("presence {:?}", s.participants);
+    s.validate().unwrap();
+    // One user, one track, all four speeches in it.
+    assert_eq!(s.tracks.len(), 1, "{:?}", s.tracks);
+    let t = nina_store::read_opus_track(&dir.root().join(&s.tracks[0].file)).unwrap();
+    let voiced = t
+        .packets
+        .iter()
+        .filter(|p| p.data != nina_store::OPUS_SILENCE)
+        .count() as u32;
+    let total: u32 = sent.iter().sum();
+    eprintln!("voiced packets {voiced} of {total} sent");
+    assert!(
+        voiced + 10 >= total,
+        "{voiced} of {total} packets stored ({stderr})"
+    );
+    let mine = s.utterances.iter().filter(|u| u.user_id == ann).count();
+    assert!(mine >= 4, "{mine} utterances");
+    let ann_p = s.participants.iter().find(|p| p.user_id == ann).unwrap();
+    assert_eq!(ann_p.presence.len(), 2, "left and came back");
+    assert!(
+        s.gaps.iter().any(|g| g.reason.contains("gateway")),
+        "gateway gaps recorded: {:?}",
+        s.gaps
+    );
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_restart_leaves_a_valid_session() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let control = fake.control();
+    let ann = control.add_user("Ann");
+    let channels = format!("[[channels]]\nguild = {}\nchannel = {voice}", fc.guild_id);
+    let bot = start_bot(&fake, data.path(), ann, &channels, true).await;
+    control.wait_for_voice_ready(MINUTE).await.unwrap();
+    control.join_voice(ann, voice).unwrap();
+    let first = control
+        .speak_wav(ann, &clip(0))
+        .await
+        .unwrap()
+        .finished(MINUTE)
+        .await
+        .unwrap();
+    assert!(first.sent > 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Killed in the middle of the second utterance.
+    let _second = control.speak_wav(ann, &clip(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bot.kill9().await;
+    // The next start finishes what the crash left.
+    let mut bot = start_bot(&fake, data.path(), ann, "", true).await;
+    let _ = &mut bot;
+    let (_, stderr) = bot.sigterm().await;
+    let (dir, s) = the_session(data.path());
+    s.validate().unwrap();
+    assert!(s.ended_at_ms.is_some(), "recovered and ended ({stderr})");
+    // The first utterance is whole and transcribed; at most the one in progress is missing.
+    let mine: Vec<_> = s.utterances.iter().filter(|u| u.user_id == ann).collect();
+    assert!(!mine.is_empty(), "the finished utterance survived");
+    assert!(mine[0].end - mine[0].start > 3.0);
+    let info = std::process::Command::new("opusinfo")
+        .arg(dir.root().join(nina_store::track_file(ann)))
+        .output()
+        .expect("opusinfo missing: run scripts/setup.sh");
+    assert!(info.status.success(), "the repaired track is valid");
+    let text = std::fs::read_to_string(dir.root().join("transcript.txt")).unwrap();
+    assert!(
+        text.to_lowercase().contains("dashwood"),
+        "transcribed after recovery: {text}"
+    );
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_start_stop_and_refuse() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let (text, _) = fc.text_channels[0].clone();
+    let control = fake.control();
+    let ann = control.add_user("Ann");
+    let ben = control.add_user("Ben");
+    let mut bot = start_bot(&fake, data.path(), ann, "", false).await;
+    let sub = |name: &str| json!([{"type": 1, "name": name}]);
+    // Not in a voice channel yet.
+    control
+        .slash_command(ann, text, "record", sub("start"))
+        .unwrap();
+    control.join_voice(ann, voice).unwrap();
+    control.join_voice(ben, voice).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ben may not; Ann may.
+    control
+        .slash_command(ben, text, "record", sub("start"))
+        .unwrap();
+    control
+        .slash_command(ann, text, "record", sub("start"))
+        .unwrap();
+    control.wait_for_voice_ready(MINUTE).await.unwrap();
+    control
+        .slash_command(ben, text, "record", sub("status"))
+        .unwrap();
+    control
+        .slash_command(ann, text, "record", sub("start"))
+        .unwrap();
+    control
+        .slash_command(ann, text, "record", sub("stop"))
+        .unwrap();
+    bot.wait_line("NINA-SESSION-DONE", MINUTE).await;
+    // The prefix commands.
+    control.type_message(ben, text, "!join").unwrap();
+    control.type_message(ann, text, "!join").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    control.type_message(ann, text, "!leave").unwrap();
+    bot.wait_line("NINA-SESSION-DONE", MINUTE).await;
+    control
+        .slash_command(ben, text, "record", sub("optout"))
+        .unwrap();
+    control
+        .slash_command(ben, text, "record", sub("optin"))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (stdout, stderr) = bot.sigterm().await;
+    let replies: Vec<String> = control
+        .rest_requests()
+        .iter()
+        .filter(|r| r.path.contains("/callback"))
+        .map(|r| r.body.to_string())
+        .collect();
+    let said: Vec<String> = control
+        .bot_messages()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect();
+    eprintln!("replies {replies:#?}\nmessages {said:#?}");
+    let expect = [
+        "Join a voice channel first",
+        "not allowed",
+        "Recording <#",
+        "Already recording this channel",
+        "Stopping",
+        "will not be recorded",
+        "will be recorded again",
+    ];
+    for e in expect {
+        assert!(replies.iter().any(|r| r.contains(e)), "no reply `{e}`");
+    }
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.contains("Recording <#") && r.contains(" s: ")),
+        "status"
+    );
+    assert!(
+        said.iter().any(|m| m.contains("not allowed")),
+        "!join refused"
+    );
+    assert!(
+        said.iter().filter(|m| m.contains("/record optout")).count() >= 2,
+        "notices"
+    );
+    assert_eq!(
+        nina_store::Store::new(data.path())
+            .sessions()
+            .unwrap()
+            .len(),
+        2,
+        "one session per start"
+    );
+    // The commands were registered.
+    assert!(
+        control
+            .registered_commands()
+            .iter()
+            .any(|c| c["name"] == "record")
+    );
+    for out in [&stdout.join("\n"), &stderr] {
+        assert!(!out.contains(&fc.token), "the token leaked");
+    }
+    fake.shutdown().await;
+}
