@@ -151,6 +151,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     let mut names = std::collections::HashMap::<u64, String>::new();
     let mut down_since: Option<u64> = None;
     let mut gateway_down: Option<(u64, String)> = None;
+    let mut last_audio = 0u64;
     let mut ended = false;
     'run: loop {
         loop {
@@ -160,6 +161,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                         if optout.contains(guild.id, f.user.0) {
                             continue; // dropped at capture: never written anywhere
                         }
+                        last_audio = last_audio.max(f.frame);
                         live.audio(f.user.0, f.frame, f.opus.as_deref(), f.pcm.as_deref())?;
                     }
                     CaptureEvent::Joined { frame, member } => {
@@ -183,6 +185,11 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                     CaptureEvent::Connected { frame, reconnect } => {
                         if let Some(start) = down_since.take() {
                             live.gap(start, frame, None, "voice connection lost");
+                        } else if reconnect {
+                            // Resumed without a reported drop: nothing was received since the
+                            // last packet from anyone.
+                            let start = (last_audio + 1).min(frame);
+                            live.gap(start, frame, None, "voice connection resumed");
                         }
                         if reconnect {
                             tracing::info!("voice connection back");

@@ -51,7 +51,7 @@ async fn rejoin_voice_close_and_gateway_reconnects_keep_one_session_with_gaps() 
     let mut sent = vec![speak(0).await.sent];
     // Leaves and comes back with a new SSRC.
     control.leave_voice(ann).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     control.join_voice(ann, voice).unwrap();
     // ... and reconnects with a new SSRC.
     let new_ssrc = control.rejoin_voice(ann).unwrap();
@@ -91,6 +91,11 @@ async fn rejoin_voice_close_and_gateway_reconnects_keep_one_session_with_gaps() 
     assert!(mine >= 4, "{mine} utterances");
     let ann_p = s.participants.iter().find(|p| p.user_id == ann).unwrap();
     assert_eq!(ann_p.presence.len(), 2, "left and came back");
+    assert!(
+        s.gaps.iter().any(|g| g.reason.contains("voice connection")),
+        "the voice reconnection recorded: {:?}",
+        s.gaps
+    );
     assert!(
         s.gaps.iter().any(|g| g.reason.contains("gateway")),
         "gateway gaps recorded: {:?}",

@@ -349,13 +349,18 @@ impl<'p> LiveSession<'p> {
     pub fn joined(&mut self, frame: u64, user_id: u64, name: Option<String>) {
         self.writer.participant(user_id, name);
         let s = self.writer.session_mut();
-        if let Some(p) = s.participants.iter_mut().find(|p| p.user_id == user_id)
-            && p.presence.last().is_none_or(|l| l.left.is_some())
-        {
-            p.presence.push(Presence {
-                joined: seconds(frame),
-                left: None,
-            });
+        if let Some(p) = s.participants.iter_mut().find(|p| p.user_id == user_id) {
+            match p.presence.last_mut() {
+                Some(l) if l.left.is_none() => {}
+                // Back within a second (a reconnect): the same stay.
+                Some(l) if l.left.is_some_and(|left| seconds(frame) - left <= 1.0) => {
+                    l.left = None;
+                }
+                _ => p.presence.push(Presence {
+                    joined: seconds(frame),
+                    left: None,
+                }),
+            }
         }
         self.dirty = true;
     }
