@@ -49,6 +49,9 @@ pub struct Bot {
     optout: Arc<OptOut>,
     sessions: HashMap<u64, Running>,
     reports_tx: mpsc::UnboundedSender<Report>,
+    /// Guilds whose follow-mode recording Discord ended (kicked, moved): not rejoined until
+    /// the channel empties.
+    held_off: std::collections::HashSet<u64>,
 }
 
 fn ephemeral(text: &str) -> InteractionResponse {
@@ -137,6 +140,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         optout,
         sessions: HashMap::new(),
         reports_tx,
+        held_off: std::collections::HashSet::new(),
     };
     if !bot.cfg.follow {
         for c in bot.cfg.channels.clone() {
@@ -293,7 +297,9 @@ impl Bot {
                 if let Err(e) = self.discord.stop(guild).await {
                     tracing::warn!(guild, "leaving the voice channel: {e}");
                 }
-                if !ended_by_discord {
+                if ended_by_discord {
+                    self.held_off.insert(guild);
+                } else {
                     self.set_recording_nick(guild, false).await;
                 }
                 match result {
@@ -476,7 +482,10 @@ impl Bot {
         for c in self.cfg.channels.clone() {
             let occupied = !self.discord.members_in(c.guild, c.channel).is_empty();
             let recording = self.sessions.get(&c.guild).map(|r| r.channel);
-            if occupied && recording.is_none() {
+            if !occupied {
+                self.held_off.remove(&c.guild);
+            }
+            if occupied && recording.is_none() && !self.held_off.contains(&c.guild) {
                 if let Err(e) = self.start(c.guild, c.channel, None).await {
                     tracing::error!(guild = c.guild, "cannot record: {e:#}");
                 }

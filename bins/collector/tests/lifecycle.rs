@@ -262,3 +262,120 @@ async fn commands_start_stop_and_refuse() {
     }
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_mode_joins_and_leaves_with_people_and_a_kick_is_respected() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let control = fake.control();
+    let ann = control.add_user("Ann");
+    let mut bot = start_bot(
+        &fake,
+        data.path(),
+        ann,
+        &format!(
+            "follow = true\n[[channels]]\nguild = {}\nchannel = {voice}",
+            fc.guild_id
+        ),
+        false,
+    )
+    .await;
+    // Nobody there: the bot waits.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        nina_store::Store::new(data.path())
+            .sessions()
+            .unwrap()
+            .is_empty()
+    );
+    control.join_voice(ann, voice).unwrap();
+    control.wait_for_voice_ready(MINUTE).await.unwrap();
+    control
+        .speak_wav(ann, &clip(4))
+        .await
+        .unwrap()
+        .finished(MINUTE)
+        .await
+        .unwrap();
+    control.leave_voice(ann).unwrap();
+    bot.wait_line("NINA-SESSION-DONE", MINUTE).await;
+    control.wait_for_bot_out_of_voice(MINUTE).await.unwrap();
+    // Back, then a moderator kicks the bot: the session ends and the bot stays out.
+    control.join_voice(ann, voice).unwrap();
+    control.wait_for_voice_ready(MINUTE).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    control.kick_bot().unwrap();
+    bot.wait_line("NINA-SESSION-DONE", MINUTE).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, stderr) = bot.sigterm().await;
+    let dirs = nina_store::Store::new(data.path()).sessions().unwrap();
+    assert_eq!(dirs.len(), 2, "two stays, two sessions ({stderr})");
+    let first = dirs
+        .iter()
+        .map(|d| d.load().unwrap())
+        .min_by_key(|s| s.started_at_ms)
+        .unwrap();
+    assert!(first.utterances.iter().any(|u| u.user_id == ann));
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_mode_keeps_only_tracks_and_reprocessing_finishes_them() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let control = fake.control();
+    let ann = control.add_user("Ann");
+    let bot = start_bot(
+        &fake,
+        data.path(),
+        ann,
+        &format!(
+            "[capture]\ndecode = false\n[[channels]]\nguild = {}\nchannel = {voice}",
+            fc.guild_id
+        ),
+        true,
+    )
+    .await;
+    control.wait_for_voice_ready(MINUTE).await.unwrap();
+    control.join_voice(ann, voice).unwrap();
+    let sent = control
+        .speak_wav(ann, &clip(0))
+        .await
+        .unwrap()
+        .finished(MINUTE)
+        .await
+        .unwrap()
+        .sent;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bot.sigterm().await;
+    let (dir, s) = the_session(data.path());
+    assert!(s.utterances.is_empty(), "nothing decoded live");
+    assert!(s.recorder.as_ref().is_some_and(|r| !r.decode));
+    assert!(s.is_raw());
+    let t = nina_store::read_opus_track(&dir.root().join(nina_store::track_file(ann))).unwrap();
+    let voiced = t
+        .packets
+        .iter()
+        .filter(|p| p.data != nina_store::OPUS_SILENCE)
+        .count() as u32;
+    assert_eq!(voiced, sent);
+    // What `reprocess session` does with it.
+    let cfg = nina_pipeline::PipelineConfig {
+        whisper: "whisper-tiny-en".into(),
+        ..nina_pipeline::PipelineConfig::default()
+    };
+    let p = nina_pipeline::Pipeline::new(cfg).unwrap();
+    p.segment_tracks(&dir, false, &nina_pipeline::NoProgress)
+        .unwrap();
+    p.transcribe_session(&dir, false, &nina_pipeline::NoProgress)
+        .unwrap();
+    let s = dir.load().unwrap();
+    assert!(s.utterances.iter().all(|u| u.user_id == ann) && !s.utterances.is_empty());
+    let text = std::fs::read_to_string(dir.root().join("transcript.txt")).unwrap();
+    assert!(text.to_lowercase().contains("dashwood"), "{text}");
+    fake.shutdown().await;
+}

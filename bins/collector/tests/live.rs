@@ -27,7 +27,10 @@ async fn three_people_overlapping_are_recorded_apart_and_an_opted_out_one_is_not
         &fake,
         data.path(),
         users[0],
-        &format!("[[channels]]\nguild = {}\nchannel = {voice}", fc.guild_id),
+        &format!(
+            "captions_channel = {text}\n[[channels]]\nguild = {}\nchannel = {voice}",
+            fc.guild_id
+        ),
         true,
     )
     .await;
@@ -204,6 +207,19 @@ async fn three_people_overlapping_are_recorded_apart_and_an_opted_out_one_is_not
         "{replies:?}"
     );
     assert!(replies.iter().any(|r| r.contains("will not be recorded")));
+    // Live captions: each utterance's text, posted as it came.
+    let posted: Vec<String> = fake
+        .control()
+        .bot_messages()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect();
+    for n in &names[..3] {
+        assert!(
+            posted.iter().any(|m| m.contains(&format!("] {n}: "))),
+            "no caption of {n}: {posted:?}"
+        );
+    }
     assert!(
         fake.control()
             .bot_messages()
