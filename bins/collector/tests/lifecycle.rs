@@ -163,7 +163,15 @@ async fn commands_start_stop_and_refuse() {
     let control = fake.control();
     let ann = control.add_user("Ann");
     let ben = control.add_user("Ben");
-    let mut bot = start_bot(&fake, data.path(), ann, "", false).await;
+    let log = data.path().join("collector.log");
+    let mut bot = start_bot(
+        &fake,
+        data.path(),
+        ann,
+        &format!("log_file = {:?}", log.display().to_string()),
+        false,
+    )
+    .await;
     let sub = |name: &str| json!([{"type": 1, "name": name}]);
     // Not in a voice channel yet.
     control
@@ -257,7 +265,12 @@ async fn commands_start_stop_and_refuse() {
             .iter()
             .any(|c| c["name"] == "record")
     );
-    for out in [&stdout.join("\n"), &stderr] {
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("session finished"),
+        "the log file is written"
+    );
+    for out in [&stdout.join("\n"), &stderr, &logged] {
         assert!(!out.contains(&fc.token), "the token leaked");
     }
     fake.shutdown().await;
