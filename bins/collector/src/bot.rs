@@ -277,9 +277,15 @@ impl Bot {
                 guild,
                 speaker,
                 start,
+                end_unix_ms,
                 text,
             } => {
                 let line = format!("[{:>7.2}s] {speaker}: {text}", start);
+                // Machine-readable, for the load benchmark: utterance end and arrival, Unix ms.
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                println!("NINA-CAPTION end_unix_ms={end_unix_ms} at_unix_ms={now_ms}");
                 println!("{line}");
                 if let Some(c) = self.cfg.captions_channel {
                     self.say(c, &line).await;

@@ -83,6 +83,8 @@ pub fn run(data: &Option<PathBuf>, seconds: u64) -> Result<()> {
                     if let Some(r) = ready.take() {
                         let _ = r.send(());
                     }
+                } else if l.starts_with("NINA-CAPTION ") {
+                    // Timing for the load benchmark; not for people.
                 } else if let Some(dir) = l.strip_prefix("NINA-SESSION-DONE ") {
                     println!("session stored in {dir}");
                 } else {

@@ -36,6 +36,8 @@ pub enum Report {
         speaker: String,
         /// Session-clock start, seconds.
         start: f64,
+        /// When the utterance ended (Unix milliseconds, from the session clock).
+        end_unix_ms: i64,
         /// The text.
         text: String,
     },
@@ -235,6 +237,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                     guild: guild.id,
                     speaker,
                     start: t.utterance.start,
+                    end_unix_ms: started_at_ms + (t.utterance.end * 1000.0).round() as i64,
                     text,
                 });
             }
@@ -270,6 +273,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                 guild: guild.id,
                 speaker,
                 start: t.utterance.start,
+                end_unix_ms: started_at_ms + (t.utterance.end * 1000.0).round() as i64,
                 text,
             });
         }

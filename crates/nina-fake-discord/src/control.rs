@@ -45,6 +45,12 @@ pub struct SpeechHandle {
 }
 
 impl SpeechHandle {
+    /// The report, if the speech has already finished (never waits).
+    #[cfg(test)]
+    pub(crate) fn try_report(&mut self) -> Option<SpeechReport> {
+        self.done.try_recv().ok()
+    }
+
     /// Waits until the speech and its trailing silence have been sent (or dropped).
     pub async fn finished(self, timeout: Duration) -> Result<SpeechReport> {
         match tokio::time::timeout(timeout, self.done).await {
@@ -186,16 +192,63 @@ impl Control {
 
     /// Queues ready-made 20 ms Opus frames (48 kHz stereo) as `user`'s speech.
     pub fn speak_opus(&self, user: u64, frames: Vec<Vec<u8>>) -> Result<SpeechHandle> {
-        let (tx, rx) = oneshot::channel();
         let n = frames.len();
+        let rx = self.queue(user, frames.clone().into(), 0, n)?;
+        Ok(SpeechHandle {
+            user_id: user,
+            frames: n,
+            opus_frames: frames,
+            done: rx,
+        })
+    }
+
+    /// Queues `count` frames of a shared Opus encoding as `user`'s speech, starting at frame
+    /// `start` and wrapping around to the first frame at the end: many users can replay one
+    /// encoding, for as long as wanted, without copying or encoding anything. The media clock
+    /// gives every packet its own sequence number and timestamp, as for any speech.
+    /// The handle's `opus_frames` is empty (the frames are the caller's `frames`).
+    pub fn speak_opus_shared(
+        &self,
+        user: u64,
+        frames: Arc<[Vec<u8>]>,
+        start: usize,
+        count: usize,
+    ) -> Result<SpeechHandle> {
+        if frames.is_empty() && count > 0 {
+            return Err(Error::Audio("no Opus frames to replay".into()));
+        }
+        let start = if frames.is_empty() {
+            0
+        } else {
+            start % frames.len()
+        };
+        let rx = self.queue(user, frames, start, count)?;
+        Ok(SpeechHandle {
+            user_id: user,
+            frames: count,
+            opus_frames: Vec::new(),
+            done: rx,
+        })
+    }
+
+    fn queue(
+        &self,
+        user: u64,
+        frames: Arc<[Vec<u8>]>,
+        start: usize,
+        count: usize,
+    ) -> Result<oneshot::Receiver<SpeechReport>> {
+        let (tx, rx) = oneshot::channel();
         self.shared.update(|st| {
             let u = st.user(user)?;
             u.pending.push_back(Speech {
-                frames: frames.clone().into(),
+                frames,
+                next: start,
+                left: count,
                 silence_left: TRAILING_SILENCE,
                 report: SpeechReport {
                     user_id: user,
-                    frames: n as u32,
+                    frames: u32::try_from(count).unwrap_or(u32::MAX),
                     ..Default::default()
                 },
                 done: Some(tx),
@@ -203,12 +256,7 @@ impl Control {
             });
             Ok::<_, Error>(())
         })?;
-        Ok(SpeechHandle {
-            user_id: user,
-            frames: n,
-            opus_frames: frames,
-            done: rx,
-        })
+        Ok(rx)
     }
 
     /// `user` types `content` in text `channel` (MESSAGE_CREATE); returns the message id.

@@ -241,11 +241,16 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         };
         let burst_start = !sp.started;
         sp.started = true;
-        let (frame, is_silence) = if let Some(f) = sp.frames.pop_front() {
-            (f, false)
+        // The shared frames are borrowed, never copied: an `Arc` clone per user and tick.
+        let shared = sp.frames.clone();
+        let (frame, is_silence): (&[u8], bool) = if sp.left > 0 && !shared.is_empty() {
+            let i = sp.next % shared.len();
+            sp.next = i + 1;
+            sp.left -= 1;
+            (&shared[i], false)
         } else if sp.silence_left > 0 {
             sp.silence_left -= 1;
-            (SILENCE_FRAME.to_vec(), true)
+            (&SILENCE_FRAME, true)
         } else {
             // Finished: flush a held-back packet, report, and free the slot.
             let mut done = u.speaking.take();
@@ -293,7 +298,7 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         };
         let nonce = v.nonce;
         v.nonce = v.nonce.wrapping_add(1);
-        let Some(pkt) = rtp_packet(mode, &key, nonce, seq, ts, ssrc, &frame) else {
+        let Some(pkt) = rtp_packet(mode, &key, nonce, seq, ts, ssrc, frame) else {
             warn!("RTP encryption failed");
             continue;
         };
@@ -384,5 +389,95 @@ mod tests {
         assert_eq!(&r[8..17], b"127.0.0.1");
         assert_eq!(r[17], 0);
         assert_eq!(u16::from_be_bytes([r[72], r[73]]), 50123);
+    }
+
+    #[test]
+    fn shared_replay_reuses_one_encoding_and_keeps_pacing_counts() {
+        use crate::config::Config;
+        use crate::control::Control;
+        use crate::state::{Shared, VoiceConn};
+
+        let cfg = Config::default();
+        let channel = cfg.voice_channels[0].0;
+        let shared = Arc::new(Shared::new(cfg, String::new(), String::new()));
+        let control = Control::new(shared.clone());
+        let key = [3u8; 32];
+        let mode = CryptoMode::Aes256GcmRtpSize;
+        shared.lock().voice = Some(VoiceConn {
+            session_id: "s".into(),
+            token: "t".into(),
+            channel_id: channel,
+            ssrc: 1,
+            version: 4,
+            seq: 0,
+            mode: Some(mode),
+            key: Some(key),
+            peer: Some("127.0.0.1:9".parse().expect("addr")),
+            nonce: 0,
+            ws: None,
+        });
+        // Three distinct 1-byte "frames", replayed by two users: 7 frames from index 2, so the
+        // encoding wraps around twice.
+        let frames: Arc<[Vec<u8>]> = vec![vec![10u8], vec![11], vec![12]].into();
+        let users: Vec<u64> = (0..2).map(|i| control.add_user(&format!("u{i}"))).collect();
+        let mut handles = Vec::new();
+        for u in &users {
+            control.join_voice(*u, channel).expect("join");
+            handles.push(
+                control
+                    .speak_opus_shared(*u, frames.clone(), 2, 7)
+                    .expect("queued"),
+            );
+        }
+        // Nothing was copied: the queue holds the caller's encoding.
+        assert_eq!(Arc::strong_count(&frames), 1 + users.len());
+        assert!(
+            handles
+                .iter()
+                .all(|h| h.frames == 7 && h.opus_frames.is_empty())
+        );
+        let mut got: std::collections::HashMap<u32, Vec<(u16, u32, Vec<u8>)>> = Default::default();
+        let now = Instant::now();
+        let mut ticks = 0;
+        // 7 speech + 5 silence frames, then one tick to report: 13 ticks.
+        for _ in 0..13 {
+            ticks += 1;
+            let mut st = shared.lock();
+            for (_, _, pkt) in tick(&mut st, now) {
+                let (seq, ts, ssrc, body) = open_rtp(mode, &key, &pkt).expect("open");
+                got.entry(ssrc).or_default().push((seq, ts, body));
+            }
+        }
+        assert_eq!(ticks, 13);
+        assert_eq!(
+            Arc::strong_count(&frames),
+            1,
+            "finished speeches release the frames"
+        );
+        assert_eq!(got.len(), users.len());
+        for pkts in got.values() {
+            assert_eq!(pkts.len(), 7 + usize::from(TRAILING_SILENCE));
+            let bodies: Vec<u8> = pkts.iter().take(7).map(|p| p.2[0]).collect();
+            assert_eq!(bodies, vec![12, 10, 11, 12, 10, 11, 12]);
+            assert!(pkts[7..].iter().all(|p| p.2 == SILENCE_FRAME));
+            for w in pkts.windows(2) {
+                assert_eq!(w[1].0, w[0].0.wrapping_add(1), "fresh sequence numbers");
+                assert_eq!(w[1].1, w[0].1.wrapping_add(960), "timestamps advance 20 ms");
+            }
+        }
+        for mut h in handles {
+            let r = h.try_report().expect("reported");
+            assert_eq!(
+                (r.frames, r.sent, r.silence_frames, r.unheard),
+                (7, 7, 5, 0)
+            );
+        }
+        assert_eq!(shared.lock().stats.rtp_sent, 2 * 12);
+        // A replay of nothing is refused rather than sending silence only.
+        assert!(
+            control
+                .speak_opus_shared(users[0], Arc::from(Vec::new()), 0, 1)
+                .is_err()
+        );
     }
 }

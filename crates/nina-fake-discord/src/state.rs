@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -65,7 +65,12 @@ pub struct SpeechReport {
 }
 
 pub(crate) struct Speech {
-    pub(crate) frames: VecDeque<Vec<u8>>,
+    /// The Opus frames, shared (a replay of one encoding by many users copies nothing).
+    pub(crate) frames: Arc<[Vec<u8>]>,
+    /// Index in `frames` of the next frame to send (wraps around).
+    pub(crate) next: usize,
+    /// Speech frames still to send.
+    pub(crate) left: usize,
     pub(crate) silence_left: u8,
     pub(crate) report: SpeechReport,
     pub(crate) done: Option<oneshot::Sender<SpeechReport>>,
