@@ -156,7 +156,18 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     let mut last_audio = 0u64;
     let mut ended = false;
     'run: loop {
+        // Once stopping, take what songbird delivered up to now (not what keeps coming), then end.
+        let stopping = status.stop.load(Ordering::Relaxed);
+        let mut budget = if stopping {
+            recording.queued()
+        } else {
+            usize::MAX
+        };
         loop {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
             match recording.try_next() {
                 Ok(Some(ev)) => match ev {
                     CaptureEvent::Audio(f) => {
@@ -245,13 +256,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         status
             .speakers
             .store(live.session().participants.len() as u64, Ordering::Relaxed);
-        if status.stop.load(Ordering::Relaxed) {
-            // Take what songbird already delivered, then end.
-            while let Ok(Some(CaptureEvent::Audio(f))) = recording.try_next() {
-                if !optout.contains(guild.id, f.user.0) {
-                    live.audio(f.user.0, f.frame, f.opus.as_deref(), f.pcm.as_deref())?;
-                }
-            }
+        if stopping {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -261,6 +266,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         live.gap(start, end, None, "voice connection lost");
     }
     let stats = recording.stats();
+    let skipped = live.skipped();
     let ended_at_ms = started_at_ms + i64::try_from(end * 20).unwrap_or(i64::MAX);
     let (session, texts) = live.finish(end, ended_at_ms, Duration::from_secs(60))?;
     for t in texts {
@@ -286,7 +292,14 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         overflowed = stats.overflowed,
         "session recorded"
     );
-    if transcribing && !session.utterances.is_empty() {
+    if skipped > 0 {
+        // Transcribing them now could hold a stop for minutes; reprocess does it.
+        tracing::warn!(
+            skipped,
+            dir = %dir.root().display(),
+            "utterances left untranscribed: run `reprocess session` on the session"
+        );
+    } else if transcribing && !session.utterances.is_empty() {
         pipeline
             .transcribe_session(&dir, false, &NoProgress)
             .context("writing the transcripts")?;

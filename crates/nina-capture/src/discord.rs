@@ -617,6 +617,11 @@ impl Recording {
         self.shared.stats()
     }
 
+    /// Events waiting to be taken.
+    pub fn queued(&self) -> usize {
+        self.events.len()
+    }
+
     /// The current frame on the session clock.
     pub fn now(&self) -> u64 {
         self.shared.now()

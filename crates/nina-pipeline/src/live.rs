@@ -280,6 +280,7 @@ pub struct LiveSession<'p> {
     reply_tx: Sender<(LiveUtterance, Result<Transcript, String>)>,
     reply_rx: Receiver<(LiveUtterance, Result<Transcript, String>)>,
     pending: usize,
+    skipped: u64,
     last_checkpoint: Instant,
     dirty: bool,
 }
@@ -325,6 +326,7 @@ impl<'p> LiveSession<'p> {
             reply_tx,
             reply_rx,
             pending: 0,
+            skipped: 0,
             last_checkpoint: Instant::now(),
             dirty: false,
         })
@@ -343,6 +345,11 @@ impl<'p> LiveSession<'p> {
     /// Utterances handed to transcription whose text has not come back.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// Utterances not transcribed live because the backlog was full (left for `reprocess`).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Someone entered the channel at `frame`.
@@ -478,6 +485,8 @@ impl<'p> LiveSession<'p> {
             };
             if t.submit(u.audio_16k.clone(), lu, &self.reply_tx) {
                 self.pending += 1;
+            } else {
+                self.skipped += 1;
             }
         }
         Ok(())
