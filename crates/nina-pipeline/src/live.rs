@@ -761,6 +761,7 @@ pub fn recover_session(dir: &SessionDir) -> Result<Option<Session>, PipelineErro
 mod tests {
     use super::*;
     use crate::pipeline::WORK_PREFIX;
+    use crate::{PipelineConfig, VadChoice};
 
     #[test]
     fn live_work_is_cleared_with_the_other_transcription_work() {
@@ -773,5 +774,143 @@ mod tests {
         assert_eq!(parse_live_name(&name), Some((42, 3, 1500)));
         assert_eq!(parse_live_name("audio/42/x.wav"), None);
         assert_eq!(parse_live_name("tracks/42.opus"), None);
+    }
+
+    /// A valid 20 ms Opus packet (hybrid, full band) that is not the silence frame.
+    const PACKET: [u8; 2] = [0x78, 0x00];
+
+    fn tone(frame: u64) -> Vec<i16> {
+        (0..320u64)
+            .map(|i| {
+                let t = (frame * 320 + i) as f32 / 16_000.0;
+                ((t * 440.0 * std::f32::consts::TAU).sin() * 0.3 * 32767.0) as i16
+            })
+            .collect()
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline::new(PipelineConfig {
+            vad: VadChoice::Energy,
+            ..PipelineConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn skeleton() -> Session {
+        Session {
+            schema: nina_store::SCHEMA.into(),
+            schema_version: nina_store::CURRENT_VERSION,
+            id: "live-1".into(),
+            guild: nina_store::Place { id: 1, name: None },
+            channel: nina_store::Place { id: 2, name: None },
+            started_at_ms: 1_000_000,
+            ended_at_ms: None,
+            participants: vec![],
+            utterances: vec![],
+            processing: vec![],
+            source: None,
+            tracks: vec![],
+            gaps: vec![],
+            recorder: None,
+        }
+    }
+
+    fn voiced(dir: &SessionDir, user: u64) -> usize {
+        nina_store::read_opus_track(&dir.root().join(track_file(user)))
+            .unwrap()
+            .packets
+            .iter()
+            .filter(|p| p.data != nina_store::OPUS_SILENCE)
+            .count()
+    }
+
+    #[test]
+    fn two_users_land_where_they_spoke_and_their_tracks_line_up() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = SessionDir::new(d.path().join("s"));
+        let p = pipeline();
+        let mut live =
+            LiveSession::start(&p, sd.clone(), skeleton(), LiveOptions::default(), None).unwrap();
+        live.joined(0, 1, Some("Ann".into()));
+        live.joined(0, 2, None);
+        // Ann speaks 1.0-3.0 s, Bob 2.0-4.0 s; nothing is sent while they are quiet.
+        for f in 0..260u64 {
+            if (50..150).contains(&f) {
+                live.audio(1, f, Some(&PACKET), Some(&tone(f))).unwrap();
+            }
+            if (100..200).contains(&f) {
+                live.audio(2, f, Some(&PACKET), Some(&tone(f))).unwrap();
+            }
+            if f % 5 == 0 {
+                live.tick(f).unwrap();
+            }
+        }
+        live.left(210, 2).unwrap();
+        live.gap(220, 230, None, "voice connection lost");
+        let (s, texts) = live.finish(260, 1_005_200, Duration::ZERO).unwrap();
+        assert!(texts.is_empty());
+        for (user, start) in [(1, 1.0), (2, 2.0)] {
+            let u: Vec<_> = s.utterances.iter().filter(|u| u.user_id == user).collect();
+            assert_eq!(u.len(), 1, "{user}: {u:?}");
+            assert!(
+                (u[0].speech_start - start).abs() <= 0.1,
+                "{user}: speech from {}",
+                u[0].speech_start
+            );
+            assert!((u[0].speech_end - (start + 2.0)).abs() <= 0.2);
+            assert_eq!(voiced(&sd, user), 100);
+        }
+        assert_eq!(s.tracks.len(), 2);
+        assert!(s.tracks.iter().all(|t| (t.duration - 5.2).abs() < 0.021));
+        let bob = s.participants.iter().find(|p| p.user_id == 2).unwrap();
+        assert_eq!(bob.presence.len(), 1);
+        assert_eq!(bob.presence[0].left, Some(4.2));
+        let ann = s.participants.iter().find(|p| p.user_id == 1).unwrap();
+        assert_eq!(ann.presence[0].left, Some(5.2), "still there at the end");
+        assert_eq!(s.gaps.len(), 1);
+        assert_eq!(sd.load().unwrap(), s);
+    }
+
+    #[test]
+    fn a_crash_is_finished_by_recovery() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = SessionDir::new(d.path().join("s"));
+        let p = pipeline();
+        let mut live =
+            LiveSession::start(&p, sd.clone(), skeleton(), LiveOptions::default(), None).unwrap();
+        for f in 0..200u64 {
+            if (50..150).contains(&f) {
+                live.audio(1, f, Some(&PACKET), Some(&tone(f))).unwrap();
+            }
+            if f == 60 {
+                live.checkpoint().unwrap();
+            }
+            if f % 5 == 0 {
+                live.tick(f).unwrap();
+            }
+        }
+        // The utterance was written after the last checkpoint; then the process dies.
+        assert_eq!(live.session().utterances.len(), 1);
+        assert!(sd.load().unwrap().utterances.is_empty());
+        drop(live);
+        let s = recover_session(&sd).unwrap().expect("unfinished");
+        assert!(s.ended_at_ms.is_some());
+        assert_eq!(s.utterances.len(), 1, "adopted");
+        assert!(
+            (s.utterances[0].start - 1.0).abs() <= 0.1,
+            "{:?}",
+            s.utterances[0]
+        );
+        assert_eq!(s.tracks.len(), 1);
+        assert!(
+            s.tracks[0].duration >= 1.2,
+            "the track up to the checkpoint at least"
+        );
+        s.validate().unwrap();
+        assert_eq!(sd.load().unwrap(), s);
+        assert!(
+            recover_session(&sd).unwrap().is_none(),
+            "finished sessions are left alone"
+        );
     }
 }
