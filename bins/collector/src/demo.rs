@@ -35,7 +35,8 @@ fn speech() -> Result<Vec<PathBuf>> {
 }
 
 /// Runs the demo, recording into `data` (default `demo-data`).
-pub fn run(data: &Option<PathBuf>, seconds: u64) -> Result<()> {
+pub fn run(data: &Option<PathBuf>, seconds: u64, model: &str) -> Result<()> {
+    let model = model.to_string();
     let wavs = speech()?;
     let data = data.clone().unwrap_or_else(|| PathBuf::from("demo-data"));
     std::fs::create_dir_all(&data)?;
@@ -51,7 +52,7 @@ pub fn run(data: &Option<PathBuf>, seconds: u64) -> Result<()> {
         let (voice, _) = fc.voice_channels[0].clone();
         let config = format!(
             "data_dir = {data:?}\n[discord]\ngateway_url = {gw:?}\napi = {api:?}\n\
-             [transcribe]\nmodel = \"whisper-base\"\nlanguage = \"en\"\n\
+             [transcribe]\nmodel = {model:?}\nlanguage = \"en\"\n\
              [[channels]]\nguild = {guild}\nchannel = {voice}\n",
             data = data.display().to_string(),
             gw = fake.gateway_url(),

@@ -41,6 +41,9 @@ struct Cli {
     /// With --demo: keep the fake call going this many seconds at most.
     #[arg(long, default_value_t = 60)]
     demo_seconds: u64,
+    /// With --demo: the Whisper model.
+    #[arg(long, default_value = "whisper-base")]
+    demo_model: String,
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
     let result = (|| -> Result<()> {
         if cli.demo {
             init_logs(None)?;
-            return demo::run(&cli.data, cli.demo_seconds);
+            return demo::run(&cli.data, cli.demo_seconds, &cli.demo_model);
         }
         let cfg = load(&cli)?;
         if cli.check_config {

@@ -53,3 +53,34 @@ fn check_config_validates_without_connecting_and_never_shows_the_token() {
     );
     assert!(!ok && out.contains("transcribe.vad"), "{out}");
 }
+
+/// The README's run command: a simulated call, transcripts printed, a session stored.
+#[test]
+fn the_demo_records_a_simulated_call() {
+    nina_eval::testdata::librivox().expect("run scripts/setup.sh");
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("demo");
+    let (ok, out) = collector(
+        &[
+            "--demo",
+            "--demo-model",
+            "whisper-tiny-en",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    for name in ["Ann", "Ben", "Cat"] {
+        assert!(
+            out.contains(&format!("] {name}: ")),
+            "no transcript of {name}: {out}"
+        );
+    }
+    assert!(out.contains("session stored in"), "{out}");
+    let dirs = nina_store::Store::new(&data).sessions().unwrap();
+    assert_eq!(dirs.len(), 1);
+    let s = dirs[0].load().unwrap();
+    assert_eq!(s.tracks.len(), 3);
+    assert!(dirs[0].root().join("transcript.txt").is_file());
+}
