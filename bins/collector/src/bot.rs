@@ -212,22 +212,12 @@ impl Bot {
             id: channel,
             name: self.discord.channel_name(guild, channel),
         };
-        let probe = nina_store::Session {
-            schema: nina_store::SCHEMA.into(),
-            schema_version: nina_store::CURRENT_VERSION,
-            id: session::session_id(started_at_ms),
-            guild: gplace.clone(),
-            channel: cplace.clone(),
+        let probe = nina_store::Session::new(
+            session::session_id(started_at_ms),
+            gplace.clone(),
+            cplace.clone(),
             started_at_ms,
-            ended_at_ms: None,
-            participants: vec![],
-            utterances: vec![],
-            processing: vec![],
-            source: None,
-            tracks: vec![],
-            gaps: vec![],
-            recorder: None,
-        };
+        );
         let dir = self.store.session_dir(&probe)?;
         let status = Arc::new(SessionStatus::default());
         let job = SessionJob {

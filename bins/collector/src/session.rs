@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use nina_capture::{CaptureEvent, Recording};
-use nina_pipeline::live::{LiveOptions, LiveSession, LiveTranscriber};
+use nina_pipeline::live::{LiveOptions, LiveSession, LiveText, LiveTranscriber};
 use nina_pipeline::{NoProgress, Pipeline};
 use nina_store::{Place, Recorder, Session, SessionDir};
 use tokio::sync::mpsc::UnboundedSender;
@@ -122,25 +122,18 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     } = job;
     let started_at_ms = unix_ms(recording.started_at);
     let skeleton = Session {
-        schema: nina_store::SCHEMA.into(),
-        schema_version: nina_store::CURRENT_VERSION,
-        id: session_id(started_at_ms),
-        guild: guild.clone(),
-        channel: channel.clone(),
-        started_at_ms,
-        ended_at_ms: None,
-        participants: vec![],
-        utterances: vec![],
-        processing: vec![],
-        source: None,
-        tracks: vec![],
-        gaps: vec![],
         recorder: Some(Recorder {
             name: "nina-collector".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             decode: decode.is_some(),
             config,
         }),
+        ..Session::new(
+            session_id(started_at_ms),
+            guild.clone(),
+            channel.clone(),
+            started_at_ms,
+        )
     };
     let opts = LiveOptions {
         decode,
@@ -151,6 +144,24 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         .context("cannot start the session")?;
     tracing::info!(dir = %dir.root().display(), "session started");
     let mut names = std::collections::HashMap::<u64, String>::new();
+    // A transcript that came back, to the bot (printed, and posted as a caption).
+    let caption = |t: LiveText, names: &std::collections::HashMap<u64, String>| {
+        if let Ok(text) = t.text
+            && !text.is_empty()
+        {
+            let speaker = names
+                .get(&t.utterance.user_id)
+                .cloned()
+                .unwrap_or_else(|| t.utterance.user_id.to_string());
+            let _ = reports.send(Report::Caption {
+                guild: guild.id,
+                speaker,
+                start: t.utterance.start,
+                end_unix_ms: started_at_ms + (t.utterance.end * 1000.0).round() as i64,
+                text,
+            });
+        }
+    };
     let mut down_since: Option<u64> = None;
     let mut gateway_down: Option<(u64, String)> = None;
     let mut last_audio = 0u64;
@@ -237,21 +248,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
             status
                 .utterances
                 .store(live.session().utterances.len() as u64, Ordering::Relaxed);
-            if let Ok(text) = t.text
-                && !text.is_empty()
-            {
-                let speaker = names
-                    .get(&t.utterance.user_id)
-                    .cloned()
-                    .unwrap_or_else(|| t.utterance.user_id.to_string());
-                let _ = reports.send(Report::Caption {
-                    guild: guild.id,
-                    speaker,
-                    start: t.utterance.start,
-                    end_unix_ms: started_at_ms + (t.utterance.end * 1000.0).round() as i64,
-                    text,
-                });
-            }
+            caption(t, &names);
         }
         status
             .speakers
@@ -270,19 +267,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     let ended_at_ms = started_at_ms + i64::try_from(end * 20).unwrap_or(i64::MAX);
     let (session, texts) = live.finish(end, ended_at_ms, Duration::from_secs(60))?;
     for t in texts {
-        if let Ok(text) = t.text {
-            let speaker = names
-                .get(&t.utterance.user_id)
-                .cloned()
-                .unwrap_or_else(|| t.utterance.user_id.to_string());
-            let _ = reports.send(Report::Caption {
-                guild: guild.id,
-                speaker,
-                start: t.utterance.start,
-                end_unix_ms: started_at_ms + (t.utterance.end * 1000.0).round() as i64,
-                text,
-            });
-        }
+        caption(t, &names);
     }
     tracing::info!(
         utterances = session.utterances.len(),

@@ -797,22 +797,8 @@ mod tests {
     }
 
     fn skeleton() -> Session {
-        Session {
-            schema: nina_store::SCHEMA.into(),
-            schema_version: nina_store::CURRENT_VERSION,
-            id: "live-1".into(),
-            guild: nina_store::Place { id: 1, name: None },
-            channel: nina_store::Place { id: 2, name: None },
-            started_at_ms: 1_000_000,
-            ended_at_ms: None,
-            participants: vec![],
-            utterances: vec![],
-            processing: vec![],
-            source: None,
-            tracks: vec![],
-            gaps: vec![],
-            recorder: None,
-        }
+        let place = |id| nina_store::Place { id, name: None };
+        Session::new("live-1", place(1), place(2), 1_000_000)
     }
 
     fn voiced(dir: &SessionDir, user: u64) -> usize {

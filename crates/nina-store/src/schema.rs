@@ -443,6 +443,26 @@ impl Session {
             && self.processing_of("segment").is_none()
     }
 
+    /// An empty session (no participants, utterances or steps yet) of the current schema.
+    pub fn new(id: impl Into<String>, guild: Place, channel: Place, started_at_ms: i64) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            schema_version: CURRENT_VERSION,
+            id: id.into(),
+            guild,
+            channel,
+            started_at_ms,
+            ended_at_ms: None,
+            participants: vec![],
+            utterances: vec![],
+            processing: vec![],
+            source: None,
+            tracks: vec![],
+            gaps: vec![],
+            recorder: None,
+        }
+    }
+
     /// The archival track of `user_id`, if any.
     pub fn track_of(&self, user_id: u64) -> Option<&TrackRecord> {
         self.tracks.iter().find(|t| t.user_id == user_id)
