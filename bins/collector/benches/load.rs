@@ -4,13 +4,19 @@
 //! in bursts of 4–10 s with 0.3–1 s pauses, so utterances end and get transcribed. The child's
 //! CPU time and RSS are sampled from `/proc` every second, the fake's own CPU from its threads
 //! (`/proc/self/task/*/stat`, the fake runs on its own runtime whose threads are named
-//! `nina-fake`). Needs `scripts/setup.sh` (test speech, models).
+//! `nina-fake`). Needs `scripts/setup.sh` (test speech, models). Packets the kernel dropped
+//! because the voice socket's receive buffer was full are counted from `/proc/net/snmp` (the
+//! whole machine's UDP, so run nothing else that receives UDP meanwhile); the fake sends every
+//! user's packet of a 20 ms tick at once, a burstier load than Discord's.
 //!
 //! Environment:
 //! - `NINA_LOAD_SECONDS`: load per row (default 30).
 //! - `NINA_LOAD_USERS`: comma-separated user counts (default `10,50,100`).
 //! - `NINA_LOAD_MODES`: comma-separated, of `raw` (Opus tracks only), `segment` (decode +
 //!   segment, transcription off), `transcribe` (decode + segment + whisper-tiny-en); default all.
+//! - `NINA_LOAD_PATTERN`: `overlap` (default: everyone speaks at once, as above) or `turns`
+//!   (one speaker at a time in random order, turns of 3–8 s with 0.3–1 s between them: a
+//!   conversation, for the latency goal).
 //! - `NINA_LOAD_SLOPE_MINUTES`: instead of the table, one long run (first user count, first
 //!   mode) with users leaving and rejoining; prints the RSS slope (least squares, MiB/hour).
 
@@ -85,6 +91,16 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((kib("VmRSS:")?, kib("VmHWM:")?))
 }
 
+/// The kernel's count of UDP datagrams dropped because a socket's receive buffer was full
+/// (`RcvbufErrors` in `/proc/net/snmp`, all sockets of the machine).
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = s.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// CPU ticks of the fake's threads (those alive now).
 fn fake_ticks() -> u64 {
     std::fs::read_dir("/proc/self/task")
@@ -126,6 +142,25 @@ impl Mode {
             Self::Segment => "[transcribe]\nenabled = false\n",
             Self::Transcribe => "[transcribe]\nmodel = \"whisper-tiny-en\"\nlanguage = \"en\"\n",
         }
+    }
+}
+
+/// Who speaks when.
+#[derive(Clone, Copy, PartialEq)]
+enum Pattern {
+    /// Everyone at once, in bursts.
+    Overlap,
+    /// One at a time.
+    Turns,
+}
+
+impl Pattern {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "overlap" => Self::Overlap,
+            "turns" => Self::Turns,
+            _ => bail!("unknown pattern {s:?} (overlap, turns)"),
+        })
     }
 }
 
@@ -204,9 +239,44 @@ async fn speaker(sp: Speaker) -> Result<()> {
     Ok(())
 }
 
+/// Users taking turns until `until`: one speaks 3–8 s, a pause of 0.3–1 s, the next (never
+/// the same twice in a row).
+async fn conductor(
+    control: Control,
+    users: Vec<u64>,
+    speech: Arc<[Vec<u8>]>,
+    until: Instant,
+    sent: Arc<Sent>,
+) -> Result<()> {
+    let mut rng = Lcg(0x7e57_7a1c);
+    let mut last = usize::MAX;
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now()).as_millis() as u64 / 20;
+        let frames = rng.range(150, 400).min(left) as usize;
+        if frames < 25 {
+            break;
+        }
+        let mut who = rng.range(0, users.len() as u64 - 1) as usize;
+        if who == last && users.len() > 1 {
+            who = (who + 1) % users.len();
+        }
+        last = who;
+        let start = rng.next() as usize;
+        let h = control.speak_opus_shared(users[who], speech.clone(), start, frames)?;
+        let r = h
+            .finished(Duration::from_secs(frames as u64 / 50 + 60))
+            .await?;
+        sent.speech_frames
+            .fetch_add(u64::from(r.sent), Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(rng.range(300, 1000))).await;
+    }
+    Ok(())
+}
+
 struct Row {
     users: usize,
     mode: Mode,
+    pattern: Pattern,
     avg_speaking: f64,
     bot_cpu_pct: f64,
     peak_rss_mib: f64,
@@ -218,6 +288,7 @@ struct Row {
     captions: usize,
     latency: Option<(f64, f64)>,
     fake_cpu_pct: f64,
+    socket_drops: Option<u64>,
     slope_mib_per_hour: Option<f64>,
     note: String,
 }
@@ -253,6 +324,7 @@ async fn run_row(
     speech: Arc<[Vec<u8>]>,
     users: usize,
     mode: Mode,
+    pattern: Pattern,
     seconds: u64,
     churn: bool,
 ) -> Result<Row> {
@@ -349,8 +421,21 @@ async fn run_row(
         .context("child stat")?
         .1;
     let fake0 = fake_ticks();
+    let drops0 = udp_rcvbuf_errors();
     let mut tasks = Vec::new();
+    if pattern == Pattern::Turns {
+        tasks.push(tokio::spawn(conductor(
+            control.clone(),
+            ids.clone(),
+            speech.clone(),
+            until,
+            sent.clone(),
+        )));
+    }
     for (i, u) in ids.iter().enumerate() {
+        if pattern == Pattern::Turns {
+            break;
+        }
         tasks.push(tokio::spawn(speaker(Speaker {
             control: control.clone(),
             user: *u,
@@ -380,6 +465,7 @@ async fn run_row(
         .context("child stat")?
         .1;
     let fake1 = fake_ticks();
+    let drops1 = udp_rcvbuf_errors();
     let (end_rss, hwm) = rss_kib(pid).unwrap_or((0, 0));
     peak_kib = peak_kib.max(hwm);
     let sent_frames = sent.speech_frames.load(Ordering::Relaxed);
@@ -449,6 +535,7 @@ async fn run_row(
     Ok(Row {
         users,
         mode,
+        pattern,
         avg_speaking: sent_frames as f64 / 50.0 / wall,
         bot_cpu_pct: (cpu1 - cpu0) as f64 / tck / wall * 100.0,
         peak_rss_mib: peak_kib as f64 / 1024.0,
@@ -460,6 +547,7 @@ async fn run_row(
         captions: captions.len(),
         latency,
         fake_cpu_pct: (fake1 - fake0) as f64 / tck / wall * 100.0,
+        socket_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         slope_mib_per_hour: slope_per_hour(&rss_points),
         note,
     })
@@ -478,9 +566,9 @@ fn encode_speech() -> Result<Arc<[Vec<u8>]>> {
 
 fn print_header() {
     println!(
-        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | capture lost/late/overflowed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) |"
+        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
 
 fn print_row(r: &Row) {
@@ -495,9 +583,14 @@ fn print_row(r: &Row) {
         "–".into()
     };
     println!(
-        "| {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
+        "| {} | {}{} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
         r.users,
         r.mode.name(),
+        if r.pattern == Pattern::Turns {
+            ", taking turns"
+        } else {
+            ""
+        },
         r.avg_speaking,
         r.bot_cpu_pct,
         per,
@@ -506,6 +599,7 @@ fn print_row(r: &Row) {
         r.end_rss_mib,
         r.sent,
         r.sent as i64 - r.stored as i64,
+        r.socket_drops.map_or("?".into(), |d| d.to_string()),
         r.capture,
         r.utterances,
         transcripts,
@@ -530,6 +624,7 @@ fn main() -> Result<()> {
         .iter()
         .map(|m| Mode::parse(m))
         .collect::<Result<_>>()?;
+    let pattern = Pattern::parse(&std::env::var("NINA_LOAD_PATTERN").unwrap_or("overlap".into()))?;
     let slope_minutes: Option<u64> = std::env::var("NINA_LOAD_SLOPE_MINUTES")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -543,10 +638,10 @@ fn main() -> Result<()> {
             .zip(modes.first())
             .context("no users or modes")?;
         println!(
-            "\nmemory over {minutes} min: {n} users taking turns, joining and leaving, {}\n",
+            "\nmemory over {minutes} min: {n} users speaking in bursts, leaving and rejoining, {}\n",
             mode.name()
         );
-        let r = rt.block_on(run_row(speech, n, mode, minutes * 60, true))?;
+        let r = rt.block_on(run_row(speech, n, mode, pattern, minutes * 60, true))?;
         print_header();
         print_row(&r);
         match r.slope_mib_per_hour {
@@ -555,13 +650,17 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    let how = match pattern {
+        Pattern::Overlap => "everyone at once, bursts of 4–10 s, pauses 0.3–1 s",
+        Pattern::Turns => "one at a time, turns of 3–8 s, 0.3–1 s between turns",
+    };
     println!(
-        "\ncollector load: {seconds} s per row, real-time pace, every user replaying one shared Opus encoding (bursts of 4–10 s, pauses 0.3–1 s)\n"
+        "\ncollector load: {seconds} s per row, real-time pace, every user replaying one shared Opus encoding ({how})\n"
     );
     print_header();
     for &mode in &modes {
         for &n in &users {
-            match rt.block_on(run_row(speech.clone(), n, mode, seconds, false)) {
+            match rt.block_on(run_row(speech.clone(), n, mode, pattern, seconds, false)) {
                 Ok(r) => print_row(&r),
                 Err(e) => println!("| {n} | {} | failed: {e:#} |", mode.name()),
             }

@@ -19,7 +19,7 @@ use nina_capture::twilight_model::http::interaction::{
 use nina_capture::twilight_model::id::Id;
 use nina_capture::{Discord, DiscordConfig, VoiceConfig};
 use nina_pipeline::Pipeline;
-use nina_pipeline::live::LiveTranscriber;
+use nina_pipeline::live::{LiveTranscriber, LiveWorkers, SegmentWorkers};
 use nina_store::{Place, Store};
 use tokio::sync::mpsc;
 
@@ -44,7 +44,8 @@ pub struct Bot {
     cfg: Config,
     discord: Discord,
     pipeline: Arc<Pipeline>,
-    transcriber: Option<LiveTranscriber>,
+    /// Segmenter threads and transcription, shared by every session.
+    workers: LiveWorkers,
     store: Store,
     optout: Arc<OptOut>,
     sessions: HashMap<u64, Running>,
@@ -106,6 +107,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    let segmenters = if cfg.capture.decode {
+        let p = pipeline.clone();
+        let threads = cfg.capture.segment_threads();
+        Some(
+            tokio::task::spawn_blocking(move || SegmentWorkers::start(&p, threads))
+                .await?
+                .context("cannot start the segmenters")?,
+        )
+    } else {
+        None
+    };
+    let workers = LiveWorkers {
+        segmenters,
+        transcriber,
+    };
     let optout = Arc::new(OptOut::load(cfg.data_dir.join("optout.json"))?);
     let (discord, mut events) = Discord::connect(DiscordConfig {
         token,
@@ -135,7 +151,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg,
         discord,
         pipeline,
-        transcriber,
+        workers,
         store,
         optout,
         sessions: HashMap::new(),
@@ -226,7 +242,7 @@ impl Bot {
             guild: gplace,
             channel: cplace,
             pipeline: self.pipeline.clone(),
-            transcriber: self.transcriber.clone(),
+            workers: self.workers.clone(),
             decode: self.cfg.decode().format(),
             config: self.cfg.recorded(),
             optout: self.optout.clone(),
@@ -352,13 +368,20 @@ impl Bot {
 
     fn status_text(&self, guild: u64) -> String {
         let backlog = self
+            .workers
             .transcriber
             .as_ref()
             .map(|t| t.stats())
             .unwrap_or_default();
+        // Frames are 20 ms; the backlog is summed over every speaker of every session.
+        let unsegmented = self
+            .workers
+            .segmenters
+            .as_ref()
+            .map_or(0.0, |s| s.queued() as f64 * 0.02);
         match self.sessions.get(&guild) {
             Some(r) => format!(
-                "Recording <#{}> for {} s: {} speakers, {} utterances stored; transcription backlog {} ({} left for reprocess).",
+                "Recording <#{}> for {} s: {} speakers, {} utterances stored; transcription backlog {} ({} left for reprocess); {unsegmented:.1} s of audio waiting to be segmented.",
                 r.channel,
                 r.started.elapsed().as_secs(),
                 r.status.speakers.load(Ordering::Relaxed),
@@ -513,8 +536,17 @@ impl Bot {
                 _ => break,
             }
         }
-        if let Some(t) = self.transcriber.take() {
-            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
-        }
+        let LiveWorkers {
+            segmenters,
+            transcriber,
+        } = std::mem::take(&mut self.workers);
+        // The last handle of the segmenters joins their threads: off the runtime too.
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(segmenters);
+            if let Some(t) = transcriber {
+                t.shutdown();
+            }
+        })
+        .await;
     }
 }

@@ -72,11 +72,28 @@ pub struct CaptureSection {
     /// session` does the rest later).
     #[serde(default = "yes")]
     pub decode: bool,
+    /// Threads that cut decoded audio into utterances (voice activity detection), shared by
+    /// every session; 0: one per core.
+    #[serde(default)]
+    pub segment_threads: usize,
 }
 
 impl Default for CaptureSection {
     fn default() -> Self {
-        Self { decode: true }
+        Self {
+            decode: true,
+            segment_threads: 0,
+        }
+    }
+}
+
+impl CaptureSection {
+    /// Segmenter threads to start.
+    pub fn segment_threads(&self) -> usize {
+        match self.segment_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use nina_capture::{CaptureEvent, Recording};
-use nina_pipeline::live::{LiveOptions, LiveSession, LiveText, LiveTranscriber};
+use nina_pipeline::live::{LiveOptions, LiveSession, LiveText, LiveWorkers};
 use nina_pipeline::{NoProgress, Pipeline};
 use nina_store::{Place, Recorder, Session, SessionDir};
 use tokio::sync::mpsc::UnboundedSender;
@@ -64,8 +64,8 @@ pub struct SessionJob {
     pub channel: Place,
     /// The pipeline.
     pub pipeline: Arc<Pipeline>,
-    /// The shared live transcription, when transcribing.
-    pub transcriber: Option<LiveTranscriber>,
+    /// The shared segmenter threads and live transcription.
+    pub workers: LiveWorkers,
     /// Decoded format, when decoding.
     pub decode: Option<(u32, u16)>,
     /// The configuration as recorded (no secrets).
@@ -113,7 +113,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         guild,
         channel,
         pipeline,
-        transcriber,
+        workers,
         decode,
         config,
         optout,
@@ -139,8 +139,8 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         decode,
         ..LiveOptions::default()
     };
-    let transcribing = transcriber.is_some();
-    let mut live = LiveSession::start(&pipeline, dir.clone(), skeleton, opts, transcriber)
+    let transcribing = workers.transcriber.is_some();
+    let mut live = LiveSession::start(&pipeline, dir.clone(), skeleton, opts, workers)
         .context("cannot start the session")?;
     tracing::info!(dir = %dir.root().display(), "session started");
     let mut names = std::collections::HashMap::<u64, String>::new();

@@ -153,6 +153,19 @@ async fn kill_9_then_restart_leaves_a_valid_session() {
     fake.shutdown().await;
 }
 
+/// Waits (up to a minute) until the bot has answered an interaction with `text`.
+async fn wait_reply(control: &nina_fake_discord::Control, text: &str) {
+    let deadline = std::time::Instant::now() + MINUTE;
+    while !control
+        .rest_requests()
+        .iter()
+        .any(|r| r.path.contains("/callback") && r.body.to_string().contains(text))
+    {
+        assert!(std::time::Instant::now() < deadline, "no reply `{text}`");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_start_stop_and_refuse() {
     let data = tempfile::tempdir().unwrap();
@@ -173,10 +186,12 @@ async fn commands_start_stop_and_refuse() {
     )
     .await;
     let sub = |name: &str| json!([{"type": 1, "name": name}]);
-    // Not in a voice channel yet.
+    // Not in a voice channel yet (answered before she joins: the bot reads voice states as
+    // they are when it handles the command).
     control
         .slash_command(ann, text, "record", sub("start"))
         .unwrap();
+    wait_reply(&control, "Join a voice channel first").await;
     control.join_voice(ann, voice).unwrap();
     control.join_voice(ben, voice).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -210,7 +225,8 @@ async fn commands_start_stop_and_refuse() {
     control
         .slash_command(ben, text, "record", sub("optin"))
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last reply is out before the bot is stopped (a loaded machine can take a while).
+    wait_reply(&control, "recorded again").await;
     let (stdout, stderr) = bot.sigterm().await;
     let replies: Vec<String> = control
         .rest_requests()

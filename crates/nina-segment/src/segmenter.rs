@@ -484,6 +484,9 @@ mod tests {
             Ok(if rms > 0.01 { 0.6 + rms.min(0.39) } else { 0.0 })
         }
         fn reset(&mut self) {}
+        fn new_stream(&self) -> Box<dyn VoiceDetector> {
+            Box::new(Level)
+        }
         fn name(&self) -> &'static str {
             "level"
         }

@@ -5,9 +5,11 @@
 
 #[cfg(feature = "silero")]
 use std::path::Path;
+#[cfg(feature = "silero")]
+use std::sync::{Arc, Mutex};
 
 #[cfg(feature = "silero")]
-use ndarray::{Array1, Array2, Array3};
+use ndarray::{Array1, Array3, ArrayView2};
 #[cfg(feature = "silero")]
 use ort::session::Session;
 #[cfg(feature = "silero")]
@@ -29,15 +31,19 @@ pub trait VoiceDetector: Send {
     fn speech_probability(&mut self, frame: &[f32]) -> Result<f32, SegmentError>;
     /// Forgets the stream so far (a new stream starts).
     fn reset(&mut self);
+    /// A detector for another stream: fresh state, the same settings and model (shared, not
+    /// loaded again). Streams of one model take turns on it, so give each thread its own.
+    fn new_stream(&self) -> Box<dyn VoiceDetector>;
     /// A short name recorded with results.
     fn name(&self) -> &'static str;
 }
 
 /// Silero VAD v6 through ONNX Runtime, streaming: recurrent state and 64 samples of context are
-/// carried from one frame to the next.
+/// carried from one frame to the next. [`VoiceDetector::new_stream`] gives detectors for other
+/// streams that share the loaded model (about 10 MiB) and keep their own state.
 #[cfg(feature = "silero")]
 pub struct SileroVad {
-    session: Session,
+    session: Arc<Mutex<Session>>,
     state: Array3<f32>,
     context: [f32; CONTEXT],
     input: Vec<f32>,
@@ -71,7 +77,7 @@ impl SileroVad {
             .into());
         }
         Ok(Self {
-            session,
+            session: Arc::new(Mutex::new(session)),
             state: Array3::zeros((2, 1, 128)),
             context: [0.0; CONTEXT],
             input: vec![0.0; CONTEXT + FRAME],
@@ -99,10 +105,11 @@ impl VoiceDetector for SileroVad {
         self.input[..CONTEXT].copy_from_slice(&self.context);
         self.input[CONTEXT..].copy_from_slice(frame);
         let input =
-            Array2::from_shape_vec((1, CONTEXT + FRAME), self.input.clone()).map_err(run_err)?;
+            ArrayView2::from_shape((1, CONTEXT + FRAME), self.input.as_slice()).map_err(run_err)?;
         let sr = Array1::from_vec(vec![16_000i64]);
-        let outputs = self
-            .session
+        // A poisoned lock only means another stream panicked mid-run; the session is stateless.
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session
             .run(ort::inputs![
                 "input" => TensorRef::from_array_view(input.view()).map_err(run_err)?,
                 "state" => TensorRef::from_array_view(self.state.view()).map_err(run_err)?,
@@ -130,6 +137,15 @@ impl VoiceDetector for SileroVad {
     fn reset(&mut self) {
         self.state.fill(0.0);
         self.context = [0.0; CONTEXT];
+    }
+
+    fn new_stream(&self) -> Box<dyn VoiceDetector> {
+        Box::new(Self {
+            session: Arc::clone(&self.session),
+            state: Array3::zeros((2, 1, 128)),
+            context: [0.0; CONTEXT],
+            input: vec![0.0; CONTEXT + FRAME],
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -179,6 +195,13 @@ impl VoiceDetector for EnergyVad {
 
     fn reset(&mut self) {
         self.noise_db = -70.0;
+    }
+
+    fn new_stream(&self) -> Box<dyn VoiceDetector> {
+        Box::new(Self {
+            noise_db: -70.0,
+            ..self.clone()
+        })
     }
 
     fn name(&self) -> &'static str {

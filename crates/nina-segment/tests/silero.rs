@@ -55,3 +55,27 @@ fn a_corrupt_model_is_named() {
     std::fs::remove_file(&bad).unwrap();
     assert!(e.contains("nina-corrupt"), "{e}");
 }
+
+#[test]
+fn streams_sharing_a_model_keep_their_own_state() {
+    // Two clips run interleaved frame by frame on two streams of one model must give exactly
+    // what each gives alone: the recurrent state and context are the stream's, not the model's.
+    let clips = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let a = testdata::read_wav_16k_mono(&clips[0].path).unwrap();
+    let b = testdata::read_wav_16k_mono(&clips[1].path).unwrap();
+    let alone_a = probabilities(&mut silero(), &a).unwrap();
+    let alone_b = probabilities(&mut silero(), &b).unwrap();
+    let base = silero();
+    let (mut sa, mut sb) = (base.new_stream(), base.new_stream());
+    let frames = a.len().min(b.len()) / 512;
+    let (mut pa, mut pb) = (Vec::new(), Vec::new());
+    for i in 0..frames {
+        let f = |x: &[f32]| x[i * 512..(i + 1) * 512].to_vec();
+        pa.push(sa.speech_probability(&f(&a)).unwrap());
+        pb.push(sb.speech_probability(&f(&b)).unwrap());
+    }
+    assert!(frames > 50, "clips too short: {frames} frames");
+    assert_eq!(pa, alone_a[..frames], "stream a");
+    assert_eq!(pb, alone_b[..frames], "stream b");
+    assert_ne!(pa, pb, "two different clips gave identical probabilities");
+}

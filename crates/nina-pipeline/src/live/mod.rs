@@ -1,10 +1,11 @@
 //! The live pipeline: what `reprocess` does on a file, done on each user's stream as it arrives.
 //!
 //! A [`LiveSession`] takes 20 ms frames per user (the Opus packet as received and, when decoding,
-//! its audio), keeps each user's archival Ogg Opus track on the session clock, cuts the decoded
-//! audio into utterances, writes them at once and hands them to a [`LiveTranscriber`] shared by
-//! every session of the process. Everything here blocks (files, fsync, models): run it on a
-//! thread of its own, never on an async runtime.
+//! its audio), keeps each user's archival Ogg Opus track on the session clock, has the decoded
+//! audio cut into utterances on the [`SegmentWorkers`] threads, writes the utterances at once and
+//! hands them to a [`LiveTranscriber`]; both are shared by every session of the process
+//! ([`LiveWorkers`]). Everything here blocks (files, fsync, models): run it on a thread of its
+//! own, never on an async runtime.
 //!
 //! When transcription falls behind, utterances are still written; past `max_backlog` waiting
 //! utterances they are not queued (and counted), and `reprocess session` finishes them later.
@@ -18,13 +19,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nina_segment::{SampleFormat, Samples, Segmenter, StreamFormat, Utterance};
+use nina_segment::{SampleFormat, StreamFormat, Utterance};
 use nina_store::{Gap, OpusTrackWriter, Presence, Session, SessionDir, TrackRecord, track_file};
 use nina_transcribe::{Transcript, TranscriptionPool};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::work_name_of;
 use crate::{Pipeline, PipelineError, SessionWriter};
+
+mod workers;
+
+pub use workers::SegmentWorkers;
+use workers::{SegOut, SessionStreams};
 
 /// The `.work/` folder of transcripts made live.
 pub const LIVE_WORK: &str = "transcribe-live";
@@ -263,19 +269,28 @@ impl Default for LiveOptions {
     }
 }
 
+/// What the live sessions of a process share: started once, cloned into each session.
+#[derive(Debug, Clone, Default)]
+pub struct LiveWorkers {
+    /// Segmenter threads; a session that decodes without them starts one thread of its own.
+    pub segmenters: Option<SegmentWorkers>,
+    /// Transcription; without it utterances are stored untranscribed.
+    pub transcriber: Option<LiveTranscriber>,
+}
+
 struct UserStream {
     track: OpusTrackWriter,
-    segmenter: Option<Segmenter>,
     last_frame: u64,
+    /// Audio was pushed since the user's utterance was last closed.
     open: bool,
 }
 
 /// One voice channel being recorded into one session directory.
-pub struct LiveSession<'p> {
-    pipeline: &'p Pipeline,
+pub struct LiveSession {
     writer: SessionWriter,
     opts: LiveOptions,
     users: BTreeMap<u64, UserStream>,
+    streams: Option<SessionStreams>,
     transcriber: Option<LiveTranscriber>,
     reply_tx: Sender<(LiveUtterance, Result<Transcript, String>)>,
     reply_rx: Receiver<(LiveUtterance, Result<Transcript, String>)>,
@@ -285,7 +300,7 @@ pub struct LiveSession<'p> {
     dirty: bool,
 }
 
-impl std::fmt::Debug for LiveSession<'_> {
+impl std::fmt::Debug for LiveSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveSession")
             .field("dir", self.writer.dir())
@@ -298,15 +313,15 @@ fn seconds(frame: u64) -> f64 {
     frame as f64 * 0.02
 }
 
-impl<'p> LiveSession<'p> {
+impl LiveSession {
     /// Starts recording `session` (a skeleton: identity, guild, channel, start, recorder) into
     /// `dir`, which must be new or empty. Its identity is on disk before any audio.
     pub fn start(
-        pipeline: &'p Pipeline,
+        pipeline: &Pipeline,
         dir: SessionDir,
         session: Session,
         opts: LiveOptions,
-        transcriber: Option<LiveTranscriber>,
+        workers: LiveWorkers,
     ) -> Result<Self, PipelineError> {
         let (lock, existing) = dir.claim()?;
         if existing.is_some() {
@@ -315,14 +330,28 @@ impl<'p> LiveSession<'p> {
                 dir.root().display()
             )));
         }
+        let streams = match opts.decode {
+            Some((rate, channels)) => {
+                let segmenters = match workers.segmenters {
+                    Some(s) => s,
+                    None => SegmentWorkers::start(pipeline, 1)?,
+                };
+                Some(segmenters.session(StreamFormat {
+                    sample_rate: rate,
+                    channels,
+                    format: SampleFormat::I16,
+                }))
+            }
+            None => None,
+        };
         dir.save(&session)?;
         let (reply_tx, reply_rx) = mpsc::channel();
         Ok(Self {
-            pipeline,
             writer: SessionWriter::new(dir, session, lock),
             opts,
             users: BTreeMap::new(),
-            transcriber,
+            streams,
+            transcriber: workers.transcriber,
             reply_tx,
             reply_rx,
             pending: 0,
@@ -417,26 +446,10 @@ impl<'p> LiveSession<'p> {
                     ("NINA_USER".into(), user_id.to_string()),
                 ],
             )?;
-            let segmenter = match self.opts.decode {
-                Some((rate, channels)) => {
-                    let (vad, _) = self.pipeline.detector()?;
-                    Some(Segmenter::new(
-                        self.pipeline.config().segmenter.clone(),
-                        StreamFormat {
-                            sample_rate: rate,
-                            channels,
-                            format: SampleFormat::I16,
-                        },
-                        vad,
-                    )?)
-                }
-                None => None,
-            };
             self.users.insert(
                 user_id,
                 UserStream {
                     track,
-                    segmenter,
                     last_frame: 0,
                     open: false,
                 },
@@ -457,18 +470,32 @@ impl<'p> LiveSession<'p> {
         opus: Option<&[u8]>,
         pcm: Option<&[i16]>,
     ) -> Result<(), PipelineError> {
+        let decoded = pcm.is_some() && self.streams.is_some();
         let s = self.stream(user_id)?;
         if let Some(p) = opus {
             s.track.push(frame * FRAME_SAMPLES_48K, p)?;
         }
         s.last_frame = frame;
-        let mut done = Vec::new();
-        if let (Some(seg), Some(pcm)) = (s.segmenter.as_mut(), pcm) {
+        if decoded {
             s.open = true;
-            done = seg.push(Samples::I16(pcm), seconds(frame))?;
         }
-        for u in done {
-            self.utterance(user_id, &u)?;
+        if let (Some(streams), Some(pcm)) = (self.streams.as_mut(), pcm) {
+            streams.push(user_id, pcm, seconds(frame))?;
+        }
+        Ok(())
+    }
+
+    /// Stores what the segmenter threads handed back.
+    fn take(&mut self, outs: Vec<SegOut>) -> Result<(), PipelineError> {
+        for o in outs {
+            match o {
+                SegOut::Utterance(user, u) => self.utterance(user, &u)?,
+                SegOut::Failed(user, e) => {
+                    tracing::error!(user, "segmenting failed: {e}");
+                    return Err(e.into());
+                }
+                SegOut::Removed => {}
+            }
         }
         Ok(())
     }
@@ -493,16 +520,12 @@ impl<'p> LiveSession<'p> {
     }
 
     fn close_user(&mut self, user_id: u64) -> Result<(), PipelineError> {
-        let mut done = Vec::new();
         if let Some(s) = self.users.get_mut(&user_id)
             && s.open
-            && let Some(seg) = s.segmenter.as_mut()
+            && let Some(streams) = self.streams.as_mut()
         {
-            done = seg.finish()?;
+            streams.close(user_id)?;
             s.open = false;
-        }
-        for u in done {
-            self.utterance(user_id, &u)?;
         }
         Ok(())
     }
@@ -520,6 +543,10 @@ impl<'p> LiveSession<'p> {
             .collect();
         for u in silent {
             self.close_user(u)?;
+        }
+        if let Some(streams) = &self.streams {
+            let outs = streams.ready();
+            self.take(outs)?;
         }
         if self.last_checkpoint.elapsed() >= self.opts.checkpoint_every {
             self.checkpoint()?;
@@ -586,9 +613,9 @@ impl<'p> LiveSession<'p> {
         ended_at_ms: i64,
         wait: Duration,
     ) -> Result<(Session, Vec<LiveText>), PipelineError> {
-        let users: Vec<u64> = self.users.keys().copied().collect();
-        for u in users {
-            self.close_user(u)?;
+        if let Some(mut streams) = self.streams.take() {
+            let outs = streams.finish(Duration::from_secs(60))?;
+            self.take(outs)?;
         }
         let mut texts = Vec::new();
         let deadline = Instant::now() + wait;
@@ -815,8 +842,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let sd = SessionDir::new(d.path().join("s"));
         let p = pipeline();
-        let mut live =
-            LiveSession::start(&p, sd.clone(), skeleton(), LiveOptions::default(), None).unwrap();
+        let mut live = LiveSession::start(
+            &p,
+            sd.clone(),
+            skeleton(),
+            LiveOptions::default(),
+            LiveWorkers::default(),
+        )
+        .unwrap();
         live.joined(0, 1, Some("Ann".into()));
         live.joined(0, 2, None);
         // Ann speaks 1.0-3.0 s, Bob 2.0-4.0 s; nothing is sent while they are quiet.
@@ -858,12 +891,68 @@ mod tests {
     }
 
     #[test]
+    fn sessions_sharing_segmenter_threads_get_their_own_utterances() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pipeline();
+        let workers = LiveWorkers {
+            segmenters: Some(SegmentWorkers::start(&p, 2).unwrap()),
+            transcriber: None,
+        };
+        let mut sessions: Vec<(SessionDir, LiveSession)> = (0..2)
+            .map(|i| {
+                let sd = SessionDir::new(d.path().join(format!("s{i}")));
+                let live = LiveSession::start(
+                    &p,
+                    sd.clone(),
+                    skeleton(),
+                    LiveOptions::default(),
+                    workers.clone(),
+                )
+                .unwrap();
+                (sd, live)
+            })
+            .collect();
+        // Session i has users 10i+1..10i+3; user k speaks k times, 1 s each, 1 s apart.
+        for f in 0..600u64 {
+            for (i, (_, live)) in sessions.iter_mut().enumerate() {
+                for k in 1..=3u64 {
+                    let user = 10 * i as u64 + k;
+                    let burst = f / 100;
+                    if burst < k && f % 100 < 50 {
+                        live.audio(user, f, Some(&PACKET), Some(&tone(f))).unwrap();
+                    }
+                }
+                if f % 5 == 0 {
+                    live.tick(f).unwrap();
+                }
+            }
+        }
+        for (i, (sd, live)) in sessions.into_iter().enumerate() {
+            let (s, _) = live.finish(600, 1_012_000, Duration::ZERO).unwrap();
+            for k in 1..=3u64 {
+                let user = 10 * i as u64 + k;
+                let n = s.utterances.iter().filter(|u| u.user_id == user).count();
+                assert_eq!(n, k as usize, "session {i} user {user}: {:?}", s.utterances);
+            }
+            assert_eq!(s.utterances.len(), 6, "session {i}: only its own users");
+            assert_eq!(sd.load().unwrap(), s);
+        }
+        assert_eq!(workers.segmenters.unwrap().queued(), 0);
+    }
+
+    #[test]
     fn a_crash_is_finished_by_recovery() {
         let d = tempfile::tempdir().unwrap();
         let sd = SessionDir::new(d.path().join("s"));
         let p = pipeline();
-        let mut live =
-            LiveSession::start(&p, sd.clone(), skeleton(), LiveOptions::default(), None).unwrap();
+        let mut live = LiveSession::start(
+            &p,
+            sd.clone(),
+            skeleton(),
+            LiveOptions::default(),
+            LiveWorkers::default(),
+        )
+        .unwrap();
         for f in 0..200u64 {
             if (50..150).contains(&f) {
                 live.audio(1, f, Some(&PACKET), Some(&tone(f))).unwrap();
@@ -875,7 +964,13 @@ mod tests {
                 live.tick(f).unwrap();
             }
         }
-        // The utterance was written after the last checkpoint; then the process dies.
+        // The segmenter thread hands the utterance back a moment later; it is written after
+        // the last checkpoint; then the process dies.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while live.session().utterances.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            live.tick(200).unwrap();
+        }
         assert_eq!(live.session().utterances.len(), 1);
         assert!(sd.load().unwrap().utterances.is_empty());
         drop(live);
