@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use nina_fake_discord::FakeDiscord;
 use nina_fake_discord::scenario::Scenario;
+use nina_fake_discord::{FakeDiscord, GuildSpec};
 
 /// A Discord on loopback for testing voice bots.
 #[derive(Parser)]
@@ -17,6 +17,9 @@ struct Args {
     /// Bot token the bot must present.
     #[arg(long, default_value = "fake-bot-token")]
     token: String,
+    /// Guilds the bot is in besides the first one (ids from `GuildSpec::numbered`).
+    #[arg(long, default_value_t = 0)]
+    extra_guilds: u64,
     /// Exit when the scenario is over instead of serving until Ctrl-C.
     #[arg(long)]
     exit_after_scenario: bool,
@@ -30,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let fake = FakeDiscord::builder().token(args.token).start().await?;
+    let mut builder = FakeDiscord::builder().token(args.token);
+    for n in 1..=args.extra_guilds {
+        builder = builder.extra_guild(GuildSpec::numbered(n));
+    }
+    let fake = builder.start().await?;
     let cfg = fake.config();
     println!(
         "gateway (twilight-gateway proxy_url): {}",
@@ -45,10 +52,13 @@ async fn main() -> anyhow::Result<()> {
         "run the bot with: SSL_CERT_FILE={}",
         fake.ca_cert_path().display()
     );
-    println!(
-        "guild {} text {:?} voice {:?} bot user {}",
-        cfg.guild_id, cfg.text_channels, cfg.voice_channels, cfg.bot_user_id
-    );
+    println!("bot user {}", cfg.bot_user_id);
+    for g in cfg.guilds() {
+        println!(
+            "guild {} {:?} text {:?} voice {:?}",
+            g.id, g.name, g.text_channels, g.voice_channels
+        );
+    }
     if let Some(path) = args.scenario {
         let scenario = Scenario::from_json(&std::fs::read_to_string(&path)?)?;
         let reports = scenario.run(&fake.control(), cfg).await?;

@@ -1,4 +1,4 @@
-//! The control handle: drive the fake guild and read what the bot did.
+//! The control handle: drive the fake guilds and read what the bot did.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use crate::gateway::bot_leave_voice;
 use crate::media::TRAILING_SILENCE;
 use crate::payloads;
 use crate::state::{
-    FakeUser, GwOut, RecordedCommand, RecordedRequest, RtpStream, Shared, Speech, SpeechReport,
-    State, Stats, VoiceOut,
+    FakeUser, GwOut, InteractionRec, RecordedCommand, RecordedRequest, RtpStream, Shared, Speech,
+    SpeechReport, State, Stats, VoiceOut,
 };
 
 /// Cloneable handle to a running [`crate::FakeDiscord`].
@@ -70,17 +70,34 @@ pub struct Interaction {
     pub token: String,
 }
 
+/// The bot's voice in one guild, in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuildVoice {
+    /// The guild.
+    pub guild_id: u64,
+    /// The bot's voice channel there (per its op 4), if any.
+    pub channel: Option<u64>,
+    /// True once the guild's voice connection has a negotiated key and UDP peer.
+    pub media_ready: bool,
+    /// The bot's SSRC on that voice connection.
+    pub ssrc: Option<u32>,
+    /// The encryption mode the bot selected there.
+    pub crypto_mode: Option<&'static str>,
+}
+
 /// A point-in-time view of the fake's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
-    /// The bot's voice channel (per its op 4), if any.
+    /// The bot's voice channel in the first guild (per its op 4), if any.
     pub bot_voice_channel: Option<u64>,
-    /// True once the bot's voice connection has a negotiated key and UDP peer.
+    /// True once the bot's voice connection in the first guild has a negotiated key and UDP peer.
     pub voice_media_ready: bool,
-    /// The bot's SSRC on the voice connection.
+    /// The bot's SSRC on the first guild's voice connection.
     pub bot_ssrc: Option<u32>,
-    /// The encryption mode the bot selected.
+    /// The encryption mode the bot selected in the first guild.
     pub crypto_mode: Option<&'static str>,
+    /// The bot's voice in every guild, the first guild first.
+    pub guilds: Vec<GuildVoice>,
     /// Fake users: `(id, name, voice channel, ssrc)`.
     pub users: Vec<(u64, String, Option<u64>, u32)>,
     /// Counters.
@@ -92,9 +109,10 @@ impl Control {
         Self { shared }
     }
 
-    /// Adds a guild member (announced with GUILD_MEMBER_ADD); returns its user id.
+    /// Adds a member of every guild (announced with GUILD_MEMBER_ADD in each); returns its
+    /// user id.
     pub fn add_user(&self, name: &str) -> u64 {
-        let cfg = &self.shared.cfg;
+        let shared = &self.shared;
         self.shared.update(|st| {
             let id = st.snowflake();
             let ssrc = st.ssrc();
@@ -117,29 +135,25 @@ impl Control {
                     pending: Default::default(),
                 },
             );
-            let mut m = payloads::member(id, name, false);
-            m["guild_id"] = json!(cfg.guild_id.to_string());
-            st.dispatch_all("GUILD_MEMBER_ADD", &m);
+            for g in &shared.guilds {
+                let mut m = payloads::member(id, name, false);
+                m["guild_id"] = json!(g.id.to_string());
+                st.dispatch_all("GUILD_MEMBER_ADD", &m);
+            }
             info!(user = id, "fake user added");
             id
         })
     }
 
     fn check_voice_channel(&self, channel: u64) -> Result<()> {
-        if self
-            .shared
-            .cfg
-            .voice_channels
-            .iter()
-            .any(|(id, _)| *id == channel)
-        {
-            Ok(())
-        } else {
-            Err(Error::UnknownChannel(channel))
+        match self.shared.guild_of_voice_channel(channel) {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownChannel(channel)),
         }
     }
 
-    /// Puts `user` in voice `channel` (joining, or moving from another channel).
+    /// Puts `user` in voice `channel` of any guild (joining, or moving from another channel,
+    /// possibly of another guild: that guild then sees the user leave).
     pub fn join_voice(&self, user: u64, channel: u64) -> Result<()> {
         self.check_voice_channel(channel)?;
         self.shared
@@ -259,17 +273,14 @@ impl Control {
         Ok(rx)
     }
 
-    /// `user` types `content` in text `channel` (MESSAGE_CREATE); returns the message id.
+    /// `user` types `content` in `channel` of any guild (MESSAGE_CREATE with that guild's id);
+    /// returns the message id.
     pub fn type_message(&self, user: u64, channel: u64, content: &str) -> Result<u64> {
-        let cfg = &self.shared.cfg;
-        if !cfg
-            .text_channels
-            .iter()
-            .chain(cfg.voice_channels.iter())
-            .any(|(id, _)| *id == channel)
-        {
-            return Err(Error::UnknownChannel(channel));
-        }
+        let guild = self
+            .shared
+            .guild_of_channel(channel)
+            .map(|g| g.id)
+            .ok_or(Error::UnknownChannel(channel))?;
         self.shared.update(|st| {
             let (uid, name) = {
                 let u = st.user(user)?;
@@ -277,14 +288,15 @@ impl Control {
             };
             let id = st.snowflake();
             let author = payloads::user(uid, &name, false);
-            let m = payloads::message(cfg, id, channel, &author, false, content);
+            let m = payloads::message(guild, id, channel, &author, false, content);
             st.dispatch_all("MESSAGE_CREATE", &m);
             Ok(id)
         })
     }
 
     /// `user` runs slash command `name` with `options` (a JSON array of option objects)
-    /// in `channel` (INTERACTION_CREATE). The command need not be registered.
+    /// in `channel` (INTERACTION_CREATE, with the guild `channel` belongs to; the first guild
+    /// for an unknown channel). The command need not be registered.
     pub fn slash_command(
         &self,
         user: u64,
@@ -293,11 +305,15 @@ impl Control {
         options: Value,
     ) -> Result<Interaction> {
         let cfg = &self.shared.cfg;
+        let guild = self
+            .shared
+            .guild_of_channel(channel)
+            .unwrap_or_else(|| self.shared.first_guild());
         self.shared.update(|st| {
             let command_id = st
                 .commands
                 .iter()
-                .chain(st.guild_commands.iter())
+                .chain(st.guild_commands.get(&guild.id).into_iter().flatten())
                 .find(|c| c["name"] == name)
                 .and_then(|c| c["id"].as_str().and_then(|s| s.parse().ok()));
             let command_id = match command_id {
@@ -307,21 +323,34 @@ impl Control {
             let id = st.snowflake();
             let token = format!("interaction-{}", st.hex(24));
             let u = st.users.get(&user).ok_or(Error::UnknownUser(user))?;
-            let i = payloads::interaction(cfg, id, &token, u, channel, command_id, name, &options);
-            st.interactions.insert(id, token.clone());
+            let i = payloads::interaction(
+                cfg, guild, id, &token, u, channel, command_id, name, &options,
+            );
+            st.interactions.insert(
+                id,
+                InteractionRec {
+                    token: token.clone(),
+                    channel_id: channel,
+                },
+            );
             st.dispatch_all("INTERACTION_CREATE", &i);
             Ok(Interaction { id, token })
         })
     }
 
-    /// Kicks the bot out of its voice channel (as a moderator would): VOICE_STATE_UPDATE with
-    /// no channel, and the voice socket closed with 4014.
+    /// Kicks the bot out of its voice channel in the first guild (as a moderator would):
+    /// VOICE_STATE_UPDATE with no channel, and the voice socket closed with 4014.
     pub fn kick_bot(&self) -> Result<()> {
+        self.kick_bot_in(self.shared.first_guild().id)
+    }
+
+    /// [`Self::kick_bot`] in `guild`.
+    pub fn kick_bot_in(&self, guild: u64) -> Result<()> {
         self.shared.update(|st| {
-            if st.bot_voice.is_none() {
+            if !st.bot_voice.contains_key(&guild) {
                 return Err(Error::BotNotInVoice);
             }
-            bot_leave_voice(&self.shared, st, Some(4014));
+            bot_leave_voice(&self.shared, st, guild, Some(4014));
             Ok(())
         })
     }
@@ -357,16 +386,22 @@ impl Control {
         })
     }
 
-    /// Closes the bot's voice WebSocket with `code` (4015 = voice server crashed, resumable;
-    /// 4014 = disconnected; 4006 = session no longer valid). The UDP session is kept for Resume.
+    /// Closes the bot's voice WebSocket in the first guild with `code` (4015 = voice server
+    /// crashed, resumable; 4014 = disconnected; 4006 = session no longer valid). The UDP
+    /// session is kept for Resume.
     pub fn close_voice(&self, code: u16) -> Result<()> {
+        self.close_voice_in(self.shared.first_guild().id, code)
+    }
+
+    /// [`Self::close_voice`] for the voice connection of `guild`.
+    pub fn close_voice_in(&self, guild: u64, code: u16) -> Result<()> {
         self.shared.update(|st| {
-            let v = st.voice.as_mut().ok_or(Error::BotNotInVoice)?;
+            let v = st.voice.get_mut(&guild).ok_or(Error::BotNotInVoice)?;
             if let Some((_, tx)) = v.ws.take() {
                 let _ = tx.send(VoiceOut::Close(code));
             }
             if code == 4014 || code == 4006 {
-                st.voice = None;
+                st.voice.remove(&guild);
             }
             Ok(())
         })
@@ -400,14 +435,29 @@ impl Control {
         self.shared.lock().voice_log.clone()
     }
 
-    /// Global application commands the bot registered.
+    /// Application commands the bot registered: global ones, then every guild's.
     pub fn registered_commands(&self) -> Vec<Value> {
         let st = self.shared.lock();
         st.commands
             .iter()
-            .chain(st.guild_commands.iter())
+            .chain(st.guild_commands.values().flatten())
             .cloned()
             .collect()
+    }
+
+    /// Application commands the bot registered for `guild` only.
+    pub fn registered_guild_commands(&self, guild: u64) -> Vec<Value> {
+        self.shared
+            .lock()
+            .guild_commands
+            .get(&guild)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The bot's nickname in `guild`, as last set with `PATCH /guilds/{id}/members/@me`.
+    pub fn bot_nick(&self, guild: u64) -> Option<String> {
+        self.shared.lock().nicks.get(&guild).cloned().flatten()
     }
 
     /// Messages the bot created through REST.
@@ -418,11 +468,28 @@ impl Control {
     /// The current state at a glance.
     pub fn snapshot(&self) -> Snapshot {
         let st = self.shared.lock();
+        let guilds: Vec<GuildVoice> = self
+            .shared
+            .guilds
+            .iter()
+            .map(|g| {
+                let v = st.voice.get(&g.id);
+                GuildVoice {
+                    guild_id: g.id,
+                    channel: st.bot_voice.get(&g.id).map(|b| b.channel_id),
+                    media_ready: v.is_some_and(|v| v.media_ready()),
+                    ssrc: v.map(|v| v.ssrc),
+                    crypto_mode: v.and_then(|v| v.mode).map(|m| m.as_str()),
+                }
+            })
+            .collect();
+        let first = guilds.first().cloned();
         Snapshot {
-            bot_voice_channel: st.bot_voice.as_ref().map(|b| b.channel_id),
-            voice_media_ready: st.voice.as_ref().is_some_and(|v| v.media_ready()),
-            bot_ssrc: st.voice.as_ref().map(|v| v.ssrc),
-            crypto_mode: st.voice.as_ref().and_then(|v| v.mode).map(|m| m.as_str()),
+            bot_voice_channel: first.as_ref().and_then(|g| g.channel),
+            voice_media_ready: first.as_ref().is_some_and(|g| g.media_ready),
+            bot_ssrc: first.as_ref().and_then(|g| g.ssrc),
+            crypto_mode: first.as_ref().and_then(|g| g.crypto_mode),
+            guilds,
             users: st
                 .users
                 .values()
@@ -441,23 +508,40 @@ impl Control {
             .await
     }
 
-    /// Waits until the bot's voice connection is ready for media; returns its channel.
+    /// Waits until a voice connection of the bot (in any guild) is ready for media; returns
+    /// its channel.
     pub async fn wait_for_voice_ready(&self, timeout: Duration) -> Result<u64> {
         self.shared
             .wait_for(timeout, "voice connection ready", |st| {
                 st.voice
-                    .as_ref()
+                    .values()
+                    .find(|v| v.media_ready() && v.ws.is_some())
+                    .map(|v| v.channel_id)
+            })
+            .await
+    }
+
+    /// Waits until the bot's voice connection in `guild` is ready for media; returns its
+    /// channel.
+    pub async fn wait_for_voice_ready_in(&self, guild: u64, timeout: Duration) -> Result<u64> {
+        if self.shared.guild(guild).is_none() {
+            return Err(Error::UnknownGuild(guild));
+        }
+        self.shared
+            .wait_for(timeout, "voice connection ready in the guild", |st| {
+                st.voice
+                    .get(&guild)
                     .filter(|v| v.media_ready() && v.ws.is_some())
                     .map(|v| v.channel_id)
             })
             .await
     }
 
-    /// Waits until the bot is out of voice (per the main gateway).
+    /// Waits until the bot is out of voice in every guild (per the main gateway).
     pub async fn wait_for_bot_out_of_voice(&self, timeout: Duration) -> Result<()> {
         self.shared
             .wait_for(timeout, "bot out of voice", |st| {
-                st.bot_voice.is_none().then_some(())
+                st.bot_voice.is_empty().then_some(())
             })
             .await
     }
@@ -489,7 +573,8 @@ impl Control {
     }
 }
 
-/// Moves a user; announces it on the main gateway and to the bot's voice connection.
+/// Moves a user; announces it on the main gateway (to the guild it left, when that is another
+/// guild, and to the guild it joined) and to the bot's voice connections of those channels.
 fn set_user_channel(
     shared: &Shared,
     st: &mut State,
@@ -497,8 +582,6 @@ fn set_user_channel(
     channel: Option<u64>,
     new_ssrc: bool,
 ) -> Result<()> {
-    let cfg = &shared.cfg;
-    let bot_channel = st.voice.as_ref().map(|v| v.channel_id);
     let fresh_ssrc = if new_ssrc || channel.is_none() {
         Some(st.ssrc())
     } else {
@@ -521,15 +604,27 @@ fn set_user_channel(
         u.ssrc = s;
     }
     let (id, name, session) = (u.id, u.name.clone(), u.session_id.clone());
-    let vs = payloads::voice_state(cfg, id, &name, false, channel, &session);
-    st.dispatch_all("VOICE_STATE_UPDATE", &vs);
-    if let Some(v) = st.voice.as_mut() {
-        if old == bot_channel && old.is_some() {
-            v.send(13, json!({"user_id": id.to_string()}));
-        }
-        if channel == bot_channel && channel.is_some() {
-            v.send(11, json!({"user_ids": [id.to_string()]}));
-        }
+    let old_guild = old
+        .and_then(|c| shared.guild_of_voice_channel(c))
+        .map(|g| g.id);
+    let new_guild = channel
+        .and_then(|c| shared.guild_of_voice_channel(c))
+        .map(|g| g.id);
+    if let (Some(g), Some(n)) = (old_guild, new_guild)
+        && g != n
+    {
+        let vs = payloads::voice_state(g, id, &name, false, None, &session);
+        st.dispatch_all("VOICE_STATE_UPDATE", &vs);
+    }
+    if let Some(g) = new_guild.or(old_guild) {
+        let vs = payloads::voice_state(g, id, &name, false, channel, &session);
+        st.dispatch_all("VOICE_STATE_UPDATE", &vs);
+    }
+    if let Some(v) = old.and_then(|c| st.voice_in_channel(c)) {
+        v.send(13, json!({"user_id": id.to_string()}));
+    }
+    if let Some(v) = channel.and_then(|c| st.voice_in_channel(c)) {
+        v.send(11, json!({"user_ids": [id.to_string()]}));
     }
     Ok(())
 }

@@ -40,6 +40,12 @@ pub enum Error {
     /// The fake has shut down.
     #[error("the fake Discord has shut down")]
     Shutdown,
+    /// The configuration is inconsistent (e.g. a channel id used in two guilds).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The guild is not one the bot is in.
+    #[error("unknown guild {0}")]
+    UnknownGuild(u64),
     /// A scenario file is malformed.
     #[error("invalid scenario: {0}")]
     Scenario(String),

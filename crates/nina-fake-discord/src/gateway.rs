@@ -204,13 +204,24 @@ fn handle(
                 };
                 s.dispatch(
                     "READY",
-                    &payloads::ready(cfg, &sid, &shared.gateway_url, d.get("shard")),
+                    &payloads::ready(
+                        cfg,
+                        &shared.guilds,
+                        &sid,
+                        &shared.gateway_url,
+                        d.get("shard"),
+                    ),
                 );
-                let guild = payloads::guild_create(cfg, st);
-                s.dispatch("GUILD_CREATE", &guild);
+                for g in &shared.guilds {
+                    let guild = payloads::guild_create(cfg, g, st);
+                    s.dispatch("GUILD_CREATE", &guild);
+                }
                 st.sessions.insert(sid.clone(), s);
                 st.stats.identifies += 1;
-                info!("bot identified; session ready");
+                info!(
+                    guilds = shared.guilds.len(),
+                    "bot identified; session ready"
+                );
                 *session = Some(sid);
                 vec![]
             }
@@ -247,21 +258,32 @@ fn handle(
                 vec![]
             }
             8 => {
+                // `guild_id` is one id or (for several guilds) an array of ids.
+                let asked: Vec<u64> = match &d["guild_id"] {
+                    Value::Array(a) => a.iter().filter_map(id_of).collect(),
+                    v => id_of(v).into_iter().collect(),
+                };
                 let mut members = vec![payloads::member(cfg.bot_user_id, &cfg.bot_name, true)];
                 members.extend(
                     st.users
                         .values()
                         .map(|u| payloads::member(u.id, &u.name, false)),
                 );
-                let chunk = json!({
-                    "guild_id": cfg.guild_id.to_string(),
-                    "members": members,
-                    "chunk_index": 0,
-                    "chunk_count": 1,
-                    "nonce": d.get("nonce").cloned().unwrap_or(Value::Null),
-                });
-                if let Some(s) = session.as_ref().and_then(|sid| st.sessions.get_mut(sid)) {
-                    s.dispatch("GUILD_MEMBERS_CHUNK", &chunk);
+                for g in asked {
+                    if shared.guild(g).is_none() {
+                        warn!(guild = g, "op 8 for an unknown guild ignored");
+                        continue;
+                    }
+                    let chunk = json!({
+                        "guild_id": g.to_string(),
+                        "members": members,
+                        "chunk_index": 0,
+                        "chunk_count": 1,
+                        "nonce": d.get("nonce").cloned().unwrap_or(Value::Null),
+                    });
+                    if let Some(s) = session.as_ref().and_then(|sid| st.sessions.get_mut(sid)) {
+                        s.dispatch("GUILD_MEMBERS_CHUNK", &chunk);
+                    }
                 }
                 vec![]
             }
@@ -270,43 +292,52 @@ fn handle(
     })
 }
 
-/// The bot's op 4: join, move or leave a voice channel.
+/// A snowflake sent as a string or a number.
+pub(crate) fn id_of(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The bot's op 4: join, move or leave a voice channel of one guild.
 fn voice_state_update(shared: &Shared, st: &mut State, d: &Value) {
     let cfg = &shared.cfg;
-    let guild_ok = d["guild_id"].as_str().and_then(|g| g.parse::<u64>().ok()) == Some(cfg.guild_id);
-    if !guild_ok {
+    let Some(guild) = id_of(&d["guild_id"]).and_then(|g| shared.guild(g)) else {
         warn!("op 4 for an unknown guild ignored");
         return;
-    }
+    };
+    let gid = guild.id;
     let channel = d["channel_id"].as_str().and_then(|c| c.parse::<u64>().ok());
     match channel {
-        Some(c) if cfg.voice_channels.iter().any(|(id, _)| *id == c) => {
-            let already =
-                st.bot_voice.as_ref().is_some_and(|b| b.channel_id == c) && st.voice.is_some();
+        Some(c) if guild.has_voice_channel(c) => {
+            let already = st.bot_voice.get(&gid).is_some_and(|b| b.channel_id == c)
+                && st.voice.contains_key(&gid);
             if already {
                 let bv = st
                     .bot_voice
-                    .as_ref()
+                    .get(&gid)
                     .map(|b| b.session_id.clone())
                     .unwrap_or_default();
                 let vs =
-                    payloads::voice_state(cfg, cfg.bot_user_id, &cfg.bot_name, true, Some(c), &bv);
+                    payloads::voice_state(gid, cfg.bot_user_id, &cfg.bot_name, true, Some(c), &bv);
                 st.dispatch_all("VOICE_STATE_UPDATE", &vs);
                 return;
             }
             let session_id = st.hex(16);
             let token = st.hex(8);
-            st.bot_voice = Some(BotVoice {
-                channel_id: c,
-                session_id: session_id.clone(),
-                token: token.clone(),
-            });
-            if let Some(v) = st.voice.as_mut() {
+            st.bot_voice.insert(
+                gid,
+                BotVoice {
+                    channel_id: c,
+                    session_id: session_id.clone(),
+                    token: token.clone(),
+                },
+            );
+            if let Some(v) = st.voice.get_mut(&gid) {
                 // Moving: the existing voice connection follows the bot.
                 v.channel_id = c;
             }
             let vs = payloads::voice_state(
-                cfg,
+                gid,
                 cfg.bot_user_id,
                 &cfg.bot_name,
                 true,
@@ -316,33 +347,38 @@ fn voice_state_update(shared: &Shared, st: &mut State, d: &Value) {
             st.dispatch_all("VOICE_STATE_UPDATE", &vs);
             let server = json!({
                 "token": token,
-                "guild_id": cfg.guild_id.to_string(),
+                "guild_id": gid.to_string(),
                 "endpoint": shared.voice_endpoint,
             });
             st.dispatch_all("VOICE_SERVER_UPDATE", &server);
-            info!(channel = c, "bot joins voice");
+            info!(guild = gid, channel = c, "bot joins voice");
         }
-        Some(c) => warn!(channel = c, "op 4 for an unknown voice channel ignored"),
-        None => bot_leave_voice(shared, st, None),
+        Some(c) => warn!(
+            guild = gid,
+            channel = c,
+            "op 4 for a voice channel not in that guild ignored"
+        ),
+        None => bot_leave_voice(shared, st, gid, None),
     }
 }
 
-/// Takes the bot out of voice: VOICE_STATE_UPDATE with no channel, voice socket closed with `close`.
-pub(crate) fn bot_leave_voice(shared: &Shared, st: &mut State, close: Option<u16>) {
+/// Takes the bot out of voice in `guild`: VOICE_STATE_UPDATE with no channel, that guild's
+/// voice socket closed with `close`.
+pub(crate) fn bot_leave_voice(shared: &Shared, st: &mut State, guild: u64, close: Option<u16>) {
     let cfg = &shared.cfg;
     let sid = st
         .bot_voice
-        .take()
+        .remove(&guild)
         .map(|b| b.session_id)
         .unwrap_or_default();
-    let vs = payloads::voice_state(cfg, cfg.bot_user_id, &cfg.bot_name, true, None, &sid);
+    let vs = payloads::voice_state(guild, cfg.bot_user_id, &cfg.bot_name, true, None, &sid);
     st.dispatch_all("VOICE_STATE_UPDATE", &vs);
-    if let Some(v) = st.voice.take()
+    if let Some(v) = st.voice.remove(&guild)
         && let Some((_, tx)) = v.ws
     {
         let _ = tx.send(crate::state::VoiceOut::Close(close.unwrap_or(4014)));
     }
-    info!("bot left voice");
+    info!(guild, "bot left voice");
 }
 
 #[cfg(test)]

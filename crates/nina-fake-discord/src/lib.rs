@@ -17,6 +17,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The bot may be in several guilds ([`FakeDiscordBuilder::extra_guild`]); channel ids are
+//! unique across guilds, so [`Control`] methods taking a channel act in its guild.
+//!
 //! See `docs/fake-discord.md` for what is covered and what is not (DAVE is negotiated off).
 
 pub mod audio;
@@ -42,8 +45,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
-pub use config::{Config, CryptoMode, Faults};
-pub use control::{Control, Interaction, Snapshot, SpeechHandle};
+pub use config::{Config, CryptoMode, Faults, GuildSpec};
+pub use control::{Control, GuildVoice, Interaction, Snapshot, SpeechHandle};
 pub use error::{Error, Result};
 pub use state::{RecordedCommand, RecordedRequest, SpeechReport, Stats};
 
@@ -69,6 +72,12 @@ impl FakeDiscordBuilder {
     /// Encryption modes offered on the voice gateway, in order.
     pub fn crypto_modes(mut self, modes: Vec<CryptoMode>) -> Self {
         self.cfg.crypto_modes = modes;
+        self
+    }
+
+    /// Adds a guild the bot is in (besides the first one); see [`GuildSpec::numbered`].
+    pub fn extra_guild(mut self, guild: GuildSpec) -> Self {
+        self.cfg.extra_guilds.push(guild);
         self
     }
 
@@ -132,6 +141,7 @@ impl FakeDiscord {
     }
 
     async fn start_with(cfg: Config) -> Result<Self> {
+        cfg.validate()?;
         let tls = tls::generate()?;
         let gw = TcpListener::bind("127.0.0.1:0").await?;
         let rest = TcpListener::bind("127.0.0.1:0").await?;

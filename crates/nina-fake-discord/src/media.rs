@@ -55,7 +55,7 @@ pub(crate) async fn udp_receiver(udp: Arc<UdpSocket>, shared: Arc<Shared>) {
             let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
             let known = shared.update(|st| {
                 st.stats.ip_discoveries += 1;
-                st.voice.as_ref().is_some_and(|v| v.ssrc == ssrc)
+                st.voice.values().any(|v| v.ssrc == ssrc)
             });
             if !known {
                 warn!(
@@ -222,10 +222,14 @@ fn make_interval(speed: f64) -> tokio::time::Interval {
 fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
     let mut out = Vec::new();
     let faults = st.faults;
-    let (voice_channel, ready) = match st.voice.as_ref() {
-        Some(v) => (Some(v.channel_id), v.media_ready()),
-        None => (None, false),
-    };
+    // Channels the bot is connected to with media flowing: a user is heard by the voice
+    // connection (one per guild) carrying the user's channel, and only by it.
+    let ready: Vec<u64> = st
+        .voice
+        .values()
+        .filter(|v| v.media_ready())
+        .map(|v| v.channel_id)
+        .collect();
     let user_ids: Vec<u64> = st.users.keys().copied().collect();
     for uid in user_ids {
         // Split borrows: take what we need from the user, then touch voice/rng.
@@ -254,8 +258,11 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         } else {
             // Finished: flush a held-back packet, report, and free the slot.
             let mut done = u.speaking.take();
+            let channel = u.voice_channel;
             if let Some(held) = u.rtp.held.take()
-                && let Some(peer) = st.voice.as_ref().and_then(|v| v.peer)
+                && let Some(peer) = channel
+                    .and_then(|c| st.voice.values().find(|v| v.channel_id == c))
+                    .and_then(|v| v.peer)
             {
                 out.push((now, peer, held));
                 st.stats.rtp_sent += 1;
@@ -267,7 +274,7 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
             }
             continue;
         };
-        let heard = ready && u.voice_channel.is_some() && u.voice_channel == voice_channel;
+        let heard = u.voice_channel.is_some_and(|c| ready.contains(&c));
         let (ssrc, seq, ts) = (u.ssrc, u.rtp.seq, u.rtp.ts);
         u.rtp.seq = u.rtp.seq.wrapping_add(1);
         if is_silence {
@@ -286,7 +293,12 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         if !heard {
             continue;
         }
-        let Some(v) = st.voice.as_mut() else { continue };
+        let Some(v) = u
+            .voice_channel
+            .and_then(|c| st.voice.values_mut().find(|v| v.channel_id == c))
+        else {
+            continue;
+        };
         if burst_start {
             v.send(
                 5,
@@ -399,23 +411,28 @@ mod tests {
 
         let cfg = Config::default();
         let channel = cfg.voice_channels[0].0;
+        let cfg_guild = cfg.guild_id;
         let shared = Arc::new(Shared::new(cfg, String::new(), String::new()));
         let control = Control::new(shared.clone());
         let key = [3u8; 32];
         let mode = CryptoMode::Aes256GcmRtpSize;
-        shared.lock().voice = Some(VoiceConn {
-            session_id: "s".into(),
-            token: "t".into(),
-            channel_id: channel,
-            ssrc: 1,
-            version: 4,
-            seq: 0,
-            mode: Some(mode),
-            key: Some(key),
-            peer: Some("127.0.0.1:9".parse().expect("addr")),
-            nonce: 0,
-            ws: None,
-        });
+        let guild = cfg_guild;
+        shared.lock().voice.insert(
+            guild,
+            VoiceConn {
+                session_id: "s".into(),
+                token: "t".into(),
+                channel_id: channel,
+                ssrc: 1,
+                version: 4,
+                seq: 0,
+                mode: Some(mode),
+                key: Some(key),
+                peer: Some("127.0.0.1:9".parse().expect("addr")),
+                nonce: 0,
+                ws: None,
+            },
+        );
         // Three distinct 1-byte "frames", replayed by two users: 7 frames from index 2, so the
         // encoding wraps around twice.
         let frames: Arc<[Vec<u8>]> = vec![vec![10u8], vec![11], vec![12]].into();

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::config::{Config, GuildSpec};
 use crate::state::{FakeUser, State};
 
 /// Fixed ISO-8601 timestamp used for `joined_at` and message timestamps.
@@ -43,6 +43,17 @@ fn member_of(user: &Value) -> Value {
     })
 }
 
+/// The bot as a member of guild `guild_id` with nickname `nick`: the REST answer to a nickname
+/// change (`member`) and its GUILD_MEMBER_UPDATE dispatch (`update`).
+pub(crate) fn bot_member(cfg: &Config, guild_id: u64, nick: Option<&str>) -> (Value, Value) {
+    let mut m = member(cfg.bot_user_id, &cfg.bot_name, true);
+    m["nick"] = json!(nick);
+    let mut update = m.clone();
+    update["guild_id"] = json!(guild_id.to_string());
+    update["communication_disabled_until"] = Value::Null;
+    (m, update)
+}
+
 pub(crate) fn current_user(cfg: &Config) -> Value {
     json!({
         "id": cfg.bot_user_id.to_string(),
@@ -75,7 +86,7 @@ pub(crate) fn application(cfg: &Config) -> Value {
 }
 
 pub(crate) fn voice_state(
-    cfg: &Config,
+    guild_id: u64,
     user_id: u64,
     name: &str,
     bot: bool,
@@ -83,7 +94,7 @@ pub(crate) fn voice_state(
     session_id: &str,
 ) -> Value {
     json!({
-        "guild_id": cfg.guild_id.to_string(),
+        "guild_id": guild_id.to_string(),
         "channel_id": channel.map(|c| c.to_string()),
         "user_id": user_id.to_string(),
         "member": member(user_id, name, bot),
@@ -99,13 +110,13 @@ pub(crate) fn voice_state(
     })
 }
 
-pub(crate) fn channels(cfg: &Config) -> Vec<Value> {
+pub(crate) fn channels(g: &GuildSpec) -> Vec<Value> {
     let mut out = Vec::new();
-    for (pos, (id, name)) in cfg.text_channels.iter().enumerate() {
+    for (pos, (id, name)) in g.text_channels.iter().enumerate() {
         out.push(json!({
             "id": id.to_string(),
             "type": 0,
-            "guild_id": cfg.guild_id.to_string(),
+            "guild_id": g.id.to_string(),
             "name": name,
             "position": pos,
             "permission_overwrites": [],
@@ -116,11 +127,11 @@ pub(crate) fn channels(cfg: &Config) -> Vec<Value> {
             "parent_id": null,
         }));
     }
-    for (pos, (id, name)) in cfg.voice_channels.iter().enumerate() {
+    for (pos, (id, name)) in g.voice_channels.iter().enumerate() {
         out.push(json!({
             "id": id.to_string(),
             "type": 2,
-            "guild_id": cfg.guild_id.to_string(),
+            "guild_id": g.id.to_string(),
             "name": name,
             "position": pos,
             "permission_overwrites": [],
@@ -135,15 +146,17 @@ pub(crate) fn channels(cfg: &Config) -> Vec<Value> {
     out
 }
 
-pub(crate) fn channel(cfg: &Config, id: u64) -> Option<Value> {
-    channels(cfg)
+/// A channel of any of `guilds`.
+pub(crate) fn channel(guilds: &[GuildSpec], id: u64) -> Option<Value> {
+    let g = guilds.iter().find(|g| g.has_channel(id))?;
+    channels(g)
         .into_iter()
         .find(|c| c["id"] == Value::String(id.to_string()))
 }
 
-fn role(cfg: &Config) -> Value {
+fn role(guild_id: u64) -> Value {
     json!({
-        "id": cfg.guild_id.to_string(),
+        "id": guild_id.to_string(),
         "name": "@everyone",
         "color": 0,
         "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
@@ -158,15 +171,15 @@ fn role(cfg: &Config) -> Value {
     })
 }
 
-/// The guild as sent in GUILD_CREATE (with members, channels and voice states).
-pub(crate) fn guild_create(cfg: &Config, st: &State) -> Value {
+/// Guild `g` as sent in GUILD_CREATE (with members, channels and voice states in `g`).
+pub(crate) fn guild_create(cfg: &Config, g: &GuildSpec, st: &State) -> Value {
     let mut members = vec![member(cfg.bot_user_id, &cfg.bot_name, true)];
     let mut voice_states = Vec::new();
     for u in st.users.values() {
         members.push(member(u.id, &u.name, false));
-        if let Some(ch) = u.voice_channel {
+        if let Some(ch) = u.voice_channel.filter(|c| g.has_voice_channel(*c)) {
             voice_states.push(voice_state(
-                cfg,
+                g.id,
                 u.id,
                 &u.name,
                 false,
@@ -175,9 +188,9 @@ pub(crate) fn guild_create(cfg: &Config, st: &State) -> Value {
             ));
         }
     }
-    if let Some(bv) = &st.bot_voice {
+    if let Some(bv) = st.bot_voice.get(&g.id) {
         voice_states.push(voice_state(
-            cfg,
+            g.id,
             cfg.bot_user_id,
             &cfg.bot_name,
             true,
@@ -185,9 +198,9 @@ pub(crate) fn guild_create(cfg: &Config, st: &State) -> Value {
             &bv.session_id,
         ));
     }
-    let mut g = guild_base(cfg);
-    let Some(obj) = g.as_object_mut() else {
-        return g;
+    let mut out = guild_base(g);
+    let Some(obj) = out.as_object_mut() else {
+        return out;
     };
     obj.insert("joined_at".into(), json!(TIMESTAMP));
     obj.insert("large".into(), json!(false));
@@ -195,20 +208,20 @@ pub(crate) fn guild_create(cfg: &Config, st: &State) -> Value {
     obj.insert("member_count".into(), json!(members.len()));
     obj.insert("members".into(), Value::Array(members));
     obj.insert("voice_states".into(), Value::Array(voice_states));
-    obj.insert("channels".into(), Value::Array(channels(cfg)));
+    obj.insert("channels".into(), Value::Array(channels(g)));
     obj.insert("threads".into(), json!([]));
     obj.insert("presences".into(), json!([]));
     obj.insert("stage_instances".into(), json!([]));
     obj.insert("guild_scheduled_events".into(), json!([]));
     obj.insert("soundboard_sounds".into(), json!([]));
-    g
+    out
 }
 
 /// The guild as returned by REST `GET /guilds/{id}`.
-pub(crate) fn guild_base(cfg: &Config) -> Value {
+pub(crate) fn guild_base(g: &GuildSpec) -> Value {
     json!({
-        "id": cfg.guild_id.to_string(),
-        "name": cfg.guild_name,
+        "id": g.id.to_string(),
+        "name": g.name,
         "icon": null,
         "splash": null,
         "discovery_splash": null,
@@ -218,7 +231,7 @@ pub(crate) fn guild_base(cfg: &Config) -> Value {
         "verification_level": 0,
         "default_message_notifications": 0,
         "explicit_content_filter": 0,
-        "roles": [role(cfg)],
+        "roles": [role(g.id)],
         "emojis": [],
         "features": [],
         "mfa_level": 0,
@@ -245,6 +258,7 @@ pub(crate) fn guild_base(cfg: &Config) -> Value {
 
 pub(crate) fn ready(
     cfg: &Config,
+    guilds: &[GuildSpec],
     session_id: &str,
     resume_url: &str,
     shard: Option<&Value>,
@@ -252,7 +266,10 @@ pub(crate) fn ready(
     let mut v = json!({
         "v": 10,
         "user": current_user(cfg),
-        "guilds": [{ "id": cfg.guild_id.to_string(), "unavailable": true }],
+        "guilds": guilds
+            .iter()
+            .map(|g| json!({ "id": g.id.to_string(), "unavailable": true }))
+            .collect::<Vec<_>>(),
         "session_id": session_id,
         "resume_gateway_url": resume_url,
         "application": { "id": cfg.application_id.to_string(), "flags": 0 },
@@ -270,7 +287,7 @@ pub(crate) fn ready(
 }
 
 pub(crate) fn message(
-    cfg: &Config,
+    guild_id: u64,
     id: u64,
     channel_id: u64,
     author: &Value,
@@ -280,7 +297,7 @@ pub(crate) fn message(
     let mut m = json!({
         "id": id.to_string(),
         "channel_id": channel_id.to_string(),
-        "guild_id": cfg.guild_id.to_string(),
+        "guild_id": guild_id.to_string(),
         "author": author,
         "content": content,
         "timestamp": TIMESTAMP,
@@ -306,10 +323,11 @@ pub(crate) fn message(
     m
 }
 
-/// An application command interaction (slash command) from `user` in `channel_id`.
+/// An application command interaction (slash command) from `user` in `channel_id` of guild `g`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn interaction(
     cfg: &Config,
+    g: &GuildSpec,
     id: u64,
     token: &str,
     u: &FakeUser,
@@ -320,7 +338,7 @@ pub(crate) fn interaction(
 ) -> Value {
     let mut mem = member(u.id, &u.name, false);
     mem["permissions"] = json!(EVERYONE_PERMISSIONS);
-    let channel = channel(cfg, channel_id)
+    let channel = channel(std::slice::from_ref(g), channel_id)
         .unwrap_or_else(|| json!({"id": channel_id.to_string(), "type": 0}));
     json!({
         "id": id.to_string(),
@@ -331,9 +349,9 @@ pub(crate) fn interaction(
             "name": name,
             "type": 1,
             "options": options,
-            "guild_id": cfg.guild_id.to_string(),
+            "guild_id": g.id.to_string(),
         },
-        "guild_id": cfg.guild_id.to_string(),
+        "guild_id": g.id.to_string(),
         "channel": channel,
         "channel_id": channel_id.to_string(),
         "member": mem,
@@ -343,7 +361,7 @@ pub(crate) fn interaction(
         "locale": "en-US",
         "guild_locale": "en-US",
         "entitlements": [],
-        "authorizing_integration_owners": { "0": cfg.guild_id.to_string() },
+        "authorizing_integration_owners": { "0": g.id.to_string() },
         "context": 0,
     })
 }
@@ -398,29 +416,57 @@ mod tests {
     #[test]
     fn payloads_parse_as_twilight_models() {
         use twilight_model::gateway::payload::incoming as inc;
-        let cfg = Config::default();
+        let mut cfg = Config::default();
+        cfg.extra_guilds.push(GuildSpec::numbered(1));
+        let guilds = cfg.guilds();
         let (st, u) = state_with_user(&cfg);
         let ready: inc::Ready = parse(
             "READY",
-            &ready(&cfg, "sess", "ws://127.0.0.1:1", Some(&json!([0, 1]))),
+            &ready(
+                &cfg,
+                &guilds,
+                "sess",
+                "ws://127.0.0.1:1",
+                Some(&json!([0, 1])),
+            ),
         );
+        assert_eq!(ready.guilds.len(), 2);
         assert_eq!(ready.resume_gateway_url, "ws://127.0.0.1:1");
         assert_eq!(ready.user.id.get(), cfg.bot_user_id);
-        let g: twilight_model::guild::Guild = parse("GUILD_CREATE", &guild_create(&cfg, &st));
+        let g: twilight_model::guild::Guild =
+            parse("GUILD_CREATE", &guild_create(&cfg, &guilds[0], &st));
         assert_eq!(g.channels.len(), 3);
         assert_eq!(g.members.len(), 2);
         assert_eq!(g.voice_states.len(), 1);
         assert_eq!(g.voice_states[0].user_id.get(), u.id);
-        let _: inc::GuildCreate = parse("GUILD_CREATE event", &guild_create(&cfg, &st));
+        let _: inc::GuildCreate = parse("GUILD_CREATE event", &guild_create(&cfg, &guilds[0], &st));
+        // The second guild: its own channels, the same members, nobody in its voice channels.
+        let g2: twilight_model::guild::Guild =
+            parse("GUILD_CREATE 2", &guild_create(&cfg, &guilds[1], &st));
+        assert_eq!(g2.id.get(), guilds[1].id);
+        assert_eq!(g2.members.len(), 2);
+        assert!(g2.voice_states.is_empty());
+        assert!(
+            g2.channels
+                .iter()
+                .all(|c| guilds[1].has_channel(c.id.get()))
+        );
         let vs: twilight_model::voice::VoiceState = parse(
             "VOICE_STATE",
-            &voice_state(&cfg, u.id, &u.name, false, None, "s"),
+            &voice_state(cfg.guild_id, u.id, &u.name, false, None, "s"),
         );
         assert!(vs.channel_id.is_none());
         let author = user(u.id, &u.name, false);
         let m: twilight_model::channel::Message = parse(
             "MESSAGE",
-            &message(&cfg, 5, cfg.text_channels[0].0, &author, false, "!join"),
+            &message(
+                cfg.guild_id,
+                5,
+                cfg.text_channels[0].0,
+                &author,
+                false,
+                "!join",
+            ),
         );
         assert_eq!(m.content, "!join");
         assert!(m.member.is_some());
@@ -428,6 +474,7 @@ mod tests {
             "INTERACTION",
             &interaction(
                 &cfg,
+                &guilds[0],
                 6,
                 "tok",
                 &u,
@@ -439,13 +486,18 @@ mod tests {
         );
         assert_eq!(i.token, "tok");
         assert_eq!(i.author_id().map(|a| a.get()), Some(u.id));
+        let (m, update) = bot_member(&cfg, guilds[1].id, Some("rec"));
+        let m: twilight_model::guild::Member = parse("MEMBER (nick)", &m);
+        assert_eq!(m.nick.as_deref(), Some("rec"));
+        let up: inc::MemberUpdate = parse("GUILD_MEMBER_UPDATE", &update);
+        assert_eq!(up.guild_id.get(), guilds[1].id);
         let _: twilight_model::user::CurrentUser = parse("CURRENT_USER", &current_user(&cfg));
         let _: twilight_model::oauth::Application = parse("APPLICATION", &application(&cfg));
-        for c in channels(&cfg) {
+        for c in guilds.iter().flat_map(channels) {
             let _: twilight_model::channel::Channel = parse("CHANNEL", &c);
         }
         let _: twilight_model::guild::Guild = parse("GUILD (REST)", &{
-            let mut g = guild_base(&cfg);
+            let mut g = guild_base(&guilds[1]);
             g["channels"] = json!([]);
             g
         });

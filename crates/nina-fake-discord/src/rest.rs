@@ -113,6 +113,13 @@ fn not_found() -> (u16, Option<Value>) {
     (404, Some(json!({"message": "404: Not Found", "code": 0})))
 }
 
+fn unknown_guild() -> (u16, Option<Value>) {
+    (
+        404,
+        Some(json!({"message": "Unknown Guild", "code": 10004})),
+    )
+}
+
 /// Routes one request and records it.
 fn respond(
     shared: &Shared,
@@ -165,7 +172,8 @@ fn route(
 ) -> (u16, Option<Value>) {
     let cfg = &shared.cfg;
     let app = cfg.application_id.to_string();
-    let guild = cfg.guild_id.to_string();
+    // A guild the bot is in, from a path segment.
+    let known = |g: &str| g.parse::<u64>().ok().and_then(|g| shared.guild(g));
     let assign_ids = |st: &mut State, cmds: &Value, guild_id: Option<&str>| -> Vec<Value> {
         cmds.as_array()
             .cloned()
@@ -227,22 +235,35 @@ fn route(
             st.commands.push(c.clone());
             (201, Some(c))
         }
-        ("GET", ["applications", a, "guilds", g, "commands"]) if *a == app && *g == guild => {
-            (200, Some(Value::Array(st.guild_commands.clone())))
-        }
-        ("PUT", ["applications", a, "guilds", g, "commands"]) if *a == app && *g == guild => {
-            st.guild_commands = assign_ids(st, body, Some(&guild));
-            (200, Some(Value::Array(st.guild_commands.clone())))
-        }
-        ("POST", ["applications", a, "guilds", g, "commands"]) if *a == app && *g == guild => {
-            let c = assign_ids(st, &json!([body]), Some(&guild)).remove(0);
-            st.guild_commands.push(c.clone());
-            (201, Some(c))
-        }
+        ("GET", ["applications", a, "guilds", g, "commands"]) if *a == app => match known(g) {
+            Some(g) => (
+                200,
+                Some(Value::Array(
+                    st.guild_commands.get(&g.id).cloned().unwrap_or_default(),
+                )),
+            ),
+            None => unknown_guild(),
+        },
+        ("PUT", ["applications", a, "guilds", g, "commands"]) if *a == app => match known(g) {
+            Some(g) => {
+                let cmds = assign_ids(st, body, Some(&g.id.to_string()));
+                st.guild_commands.insert(g.id, cmds.clone());
+                (200, Some(Value::Array(cmds)))
+            }
+            None => unknown_guild(),
+        },
+        ("POST", ["applications", a, "guilds", g, "commands"]) if *a == app => match known(g) {
+            Some(g) => {
+                let c = assign_ids(st, &json!([body]), Some(&g.id.to_string())).remove(0);
+                st.guild_commands.entry(g.id).or_default().push(c.clone());
+                (201, Some(c))
+            }
+            None => unknown_guild(),
+        },
         ("POST", ["interactions", id, token, "callback"]) => {
             let id: u64 = id.parse().unwrap_or(0);
             match st.interactions.get(&id) {
-                Some(t) if t == token => (204, None),
+                Some(i) if i.token == *token => (204, None),
                 _ => (
                     404,
                     Some(json!({"message": "Unknown interaction", "code": 10062})),
@@ -251,34 +272,39 @@ fn route(
         }
         ("GET" | "PATCH", ["webhooks", a, token, "messages", "@original"])
         | ("POST", ["webhooks", a, token])
-            if *a == app && st.interactions.values().any(|t| t == token) =>
+            if *a == app && st.interactions.values().any(|i| i.token == *token) =>
         {
+            // The answer lives where the command was run.
+            let channel = st
+                .interactions
+                .values()
+                .find(|i| i.token == *token)
+                .map_or(0, |i| i.channel_id);
+            let guild = shared
+                .guild_of_channel(channel)
+                .unwrap_or_else(|| shared.first_guild())
+                .id;
             let id = st.snowflake();
             let content = body["content"].as_str().unwrap_or("");
-            let channel = cfg.text_channels.first().map(|c| c.0).unwrap_or(0);
             let author = payloads::user(cfg.bot_user_id, &cfg.bot_name, true);
-            let m = payloads::message(cfg, id, channel, &author, true, content);
+            let m = payloads::message(guild, id, channel, &author, true, content);
             (200, Some(m))
         }
         ("POST", ["channels", ch, "messages"]) => {
-            let Ok(ch) = ch.parse::<u64>() else {
-                return not_found();
-            };
-            if !cfg
-                .text_channels
-                .iter()
-                .chain(cfg.voice_channels.iter())
-                .any(|(id, _)| *id == ch)
-            {
+            let Some((ch, guild)) = ch
+                .parse::<u64>()
+                .ok()
+                .and_then(|c| shared.guild_of_channel(c).map(|g| (c, g.id)))
+            else {
                 return (
                     404,
                     Some(json!({"message": "Unknown Channel", "code": 10003})),
                 );
-            }
+            };
             let id = st.snowflake();
             let content = body["content"].as_str().unwrap_or("");
             let author = payloads::user(cfg.bot_user_id, &cfg.bot_name, true);
-            let m = payloads::message(cfg, id, ch, &author, true, content);
+            let m = payloads::message(guild, id, ch, &author, true, content);
             st.bot_messages.push(m.clone());
             st.dispatch_all("MESSAGE_CREATE", &m);
             (200, Some(m))
@@ -286,7 +312,7 @@ fn route(
         ("GET", ["channels", ch]) => match ch
             .parse::<u64>()
             .ok()
-            .and_then(|c| payloads::channel(cfg, c))
+            .and_then(|c| payloads::channel(&shared.guilds, c))
         {
             Some(c) => (200, Some(c)),
             None => (
@@ -294,11 +320,29 @@ fn route(
                 Some(json!({"message": "Unknown Channel", "code": 10003})),
             ),
         },
-        ("GET", ["guilds", g]) if *g == guild => (200, Some(payloads::guild_base(cfg))),
-        ("GET", ["guilds", g, "channels"]) if *g == guild => {
-            (200, Some(Value::Array(payloads::channels(cfg))))
+        ("GET", ["guilds", g]) => match known(g) {
+            Some(g) => (200, Some(payloads::guild_base(g))),
+            None => unknown_guild(),
+        },
+        ("GET", ["guilds", g, "channels"]) => match known(g) {
+            Some(g) => (200, Some(Value::Array(payloads::channels(g)))),
+            None => unknown_guild(),
+        },
+        ("PATCH", ["guilds", g, "members", "@me"]) => {
+            let Some(g) = known(g) else {
+                return unknown_guild();
+            };
+            // `nick`: a string sets it, null or "" resets it; absent leaves it as it is.
+            if let Some(n) = body.get("nick") {
+                let nick = n.as_str().filter(|n| !n.is_empty()).map(str::to_string);
+                st.nicks.insert(g.id, nick);
+            }
+            let nick = st.nicks.get(&g.id).cloned().flatten();
+            let (member, update) = payloads::bot_member(cfg, g.id, nick.as_deref());
+            st.dispatch_all("GUILD_MEMBER_UPDATE", &update);
+            (200, Some(member))
         }
-        ("GET", ["guilds", g, "members", id]) if *g == guild => {
+        ("GET", ["guilds", g, "members", id]) if known(g).is_some() => {
             let id: u64 = id.parse().unwrap_or(0);
             if id == cfg.bot_user_id {
                 return (200, Some(payloads::member(id, &cfg.bot_name, true)));

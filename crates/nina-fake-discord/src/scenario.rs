@@ -9,7 +9,9 @@
 //!     { "type": { "user": "bob", "content": "!stop" } },
 //!     { "sleep_ms": 500 } ] }
 //! ```
-//! `channel` is an index into the configured voice (for `join`) or text (for `type`, `slash`) channels.
+//! `channel` is an index into the configured voice (for `join`) or text (for `type`, `slash`)
+//! channels of guild number `guild` (optional; 0, the first guild, by default; the extra
+//! guilds follow in order).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,6 +45,9 @@ pub enum Step {
         user: String,
         /// Index into the voice channels.
         channel: usize,
+        /// Index of the guild (0: the first).
+        #[serde(default)]
+        guild: usize,
     },
     /// Take a user out of voice.
     Leave {
@@ -73,6 +78,9 @@ pub enum Step {
         /// Index into the text channels.
         #[serde(default)]
         channel: usize,
+        /// Index of the guild (0: the first).
+        #[serde(default)]
+        guild: usize,
     },
     /// A user runs a slash command.
     Slash {
@@ -86,6 +94,9 @@ pub enum Step {
         /// Index into the text channels.
         #[serde(default)]
         channel: usize,
+        /// Index of the guild (0: the first).
+        #[serde(default)]
+        guild: usize,
     },
     /// Wait until the bot's voice connection is ready.
     WaitForBotVoice {
@@ -130,24 +141,34 @@ impl Scenario {
                 .copied()
                 .ok_or_else(|| Error::Scenario(format!("unknown user {name:?}")))
         };
-        let voice = |i: usize| {
-            cfg.voice_channels
-                .get(i)
-                .map(|c| c.0)
-                .ok_or(Error::Scenario(format!("no voice channel {i}")))
+        let guilds = cfg.guilds();
+        let guild = |g: usize| {
+            guilds
+                .get(g)
+                .ok_or_else(|| Error::Scenario(format!("no guild {g}")))
         };
-        let text = |i: usize| {
-            cfg.text_channels
+        let voice = |g: usize, i: usize| {
+            guild(g)?
+                .voice_channels
                 .get(i)
                 .map(|c| c.0)
-                .ok_or(Error::Scenario(format!("no text channel {i}")))
+                .ok_or_else(|| Error::Scenario(format!("no voice channel {i} in guild {g}")))
+        };
+        let text = |g: usize, i: usize| {
+            guild(g)?
+                .text_channels
+                .get(i)
+                .map(|c| c.0)
+                .ok_or_else(|| Error::Scenario(format!("no text channel {i} in guild {g}")))
         };
         let mut reports = Vec::new();
         for step in &self.steps {
             match step {
-                Step::Join { user: u, channel } => {
-                    control.join_voice(user(u)?, voice(*channel)?)?
-                }
+                Step::Join {
+                    user: u,
+                    channel,
+                    guild,
+                } => control.join_voice(user(u)?, voice(*guild, *channel)?)?,
                 Step::Leave { user: u } => control.leave_voice(user(u)?)?,
                 Step::Rejoin { user: u } => {
                     control.rejoin_voice(user(u)?)?;
@@ -163,21 +184,23 @@ impl Scenario {
                     user: u,
                     content,
                     channel,
+                    guild,
                 } => {
-                    control.type_message(user(u)?, text(*channel)?, content)?;
+                    control.type_message(user(u)?, text(*guild, *channel)?, content)?;
                 }
                 Step::Slash {
                     user: u,
                     name,
                     options,
                     channel,
+                    guild,
                 } => {
                     let opts = if options.is_null() {
                         Value::Array(vec![])
                     } else {
                         options.clone()
                     };
-                    control.slash_command(user(u)?, text(*channel)?, name, opts)?;
+                    control.slash_command(user(u)?, text(*guild, *channel)?, name, opts)?;
                 }
                 Step::WaitForBotVoice { timeout_secs } => {
                     control

@@ -1,4 +1,4 @@
-//! Shared state of the fake: the guild's users, the bot's sessions, and what the bot sent.
+//! Shared state of the fake: the guilds' users, the bot's sessions, and what the bot sent.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, CryptoMode, Faults};
+use crate::config::{Config, CryptoMode, Faults, GuildSpec};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -95,6 +95,7 @@ pub(crate) struct FakeUser {
     pub(crate) pending: VecDeque<Speech>,
 }
 
+/// The bot's voice state in one guild (per its op 4).
 pub(crate) struct BotVoice {
     pub(crate) channel_id: u64,
     pub(crate) session_id: String,
@@ -138,7 +139,13 @@ pub(crate) enum VoiceOut {
     Close(u16),
 }
 
-/// The bot's voice connection (survives a voice WebSocket Resume).
+/// A slash command interaction the fake sent, so the bot's answers can be checked and placed.
+pub(crate) struct InteractionRec {
+    pub(crate) token: String,
+    pub(crate) channel_id: u64,
+}
+
+/// The bot's voice connection in one guild (survives a voice WebSocket Resume).
 pub(crate) struct VoiceConn {
     pub(crate) session_id: String,
     pub(crate) token: String,
@@ -199,15 +206,20 @@ pub struct Stats {
 
 pub(crate) struct State {
     pub(crate) users: BTreeMap<u64, FakeUser>,
-    pub(crate) bot_voice: Option<BotVoice>,
+    /// The bot's voice state, per guild.
+    pub(crate) bot_voice: BTreeMap<u64, BotVoice>,
     pub(crate) sessions: HashMap<String, GwSession>,
-    pub(crate) voice: Option<VoiceConn>,
+    /// The bot's voice connections, per guild.
+    pub(crate) voice: BTreeMap<u64, VoiceConn>,
     pub(crate) rest_log: Vec<RecordedRequest>,
     pub(crate) gateway_log: Vec<RecordedCommand>,
     pub(crate) voice_log: Vec<RecordedCommand>,
     pub(crate) commands: Vec<Value>,
-    pub(crate) guild_commands: Vec<Value>,
-    pub(crate) interactions: HashMap<u64, String>,
+    /// Guild application commands, per guild.
+    pub(crate) guild_commands: BTreeMap<u64, Vec<Value>>,
+    pub(crate) interactions: HashMap<u64, InteractionRec>,
+    /// The bot's nickname per guild (set with `PATCH /guilds/{id}/members/@me`).
+    pub(crate) nicks: BTreeMap<u64, Option<String>>,
     pub(crate) bot_messages: Vec<Value>,
     pub(crate) faults: Faults,
     pub(crate) fault_rng: Rng,
@@ -223,15 +235,16 @@ impl State {
         let seed = rand::random::<u64>();
         Self {
             users: BTreeMap::new(),
-            bot_voice: None,
+            bot_voice: BTreeMap::new(),
             sessions: HashMap::new(),
-            voice: None,
+            voice: BTreeMap::new(),
             rest_log: Vec::new(),
             gateway_log: Vec::new(),
             voice_log: Vec::new(),
             commands: Vec::new(),
-            guild_commands: Vec::new(),
+            guild_commands: BTreeMap::new(),
             interactions: HashMap::new(),
+            nicks: BTreeMap::new(),
             bot_messages: Vec::new(),
             faults: cfg.faults,
             fault_rng: Rng::new(cfg.faults.seed),
@@ -267,7 +280,7 @@ impl State {
         loop {
             let s = (self.rng.next_u64() as u32) | 1;
             let used = self.users.values().any(|u| u.ssrc == s)
-                || self.voice.as_ref().is_some_and(|v| v.ssrc == s);
+                || self.voice.values().any(|v| v.ssrc == s);
             if !used {
                 return s;
             }
@@ -294,6 +307,18 @@ impl State {
         n
     }
 
+    /// The bot's voice connection carrying `channel`, if any.
+    pub(crate) fn voice_in_channel(&mut self, channel: u64) -> Option<&mut VoiceConn> {
+        self.voice.values_mut().find(|v| v.channel_id == channel)
+    }
+
+    /// The voice connection whose WebSocket is connection `conn_id`.
+    pub(crate) fn voice_by_ws(&mut self, conn_id: u64) -> Option<&mut VoiceConn> {
+        self.voice
+            .values_mut()
+            .find(|v| v.ws.as_ref().is_some_and(|(id, _)| *id == conn_id))
+    }
+
     pub(crate) fn user(&mut self, id: u64) -> Result<&mut FakeUser> {
         self.users.get_mut(&id).ok_or(Error::UnknownUser(id))
     }
@@ -302,6 +327,8 @@ impl State {
 /// State plus the notifications that waiters listen to.
 pub(crate) struct Shared {
     pub(crate) cfg: Config,
+    /// Every guild, the first one first (from `cfg`).
+    pub(crate) guilds: Vec<GuildSpec>,
     state: Mutex<State>,
     version: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -313,6 +340,7 @@ impl Shared {
     pub(crate) fn new(cfg: Config, gateway_url: String, voice_endpoint: String) -> Self {
         let state = Mutex::new(State::new(&cfg));
         Self {
+            guilds: cfg.guilds(),
             cfg,
             state,
             version: watch::channel(0).0,
@@ -320,6 +348,26 @@ impl Shared {
             gateway_url,
             voice_endpoint,
         }
+    }
+
+    /// The first guild.
+    pub(crate) fn first_guild(&self) -> &GuildSpec {
+        &self.guilds[0]
+    }
+
+    /// A guild by id.
+    pub(crate) fn guild(&self, id: u64) -> Option<&GuildSpec> {
+        self.guilds.iter().find(|g| g.id == id)
+    }
+
+    /// The guild a (text or voice) channel belongs to.
+    pub(crate) fn guild_of_channel(&self, channel: u64) -> Option<&GuildSpec> {
+        self.guilds.iter().find(|g| g.has_channel(channel))
+    }
+
+    /// The guild whose voice channel `channel` is.
+    pub(crate) fn guild_of_voice_channel(&self, channel: u64) -> Option<&GuildSpec> {
+        self.guilds.iter().find(|g| g.has_voice_channel(channel))
     }
 
     /// Locks the state for a short, non-async critical section.

@@ -13,7 +13,7 @@ use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder, WebSocketStrea
 use tracing::{debug, info, warn};
 
 use crate::config::CryptoMode;
-use crate::gateway::query_pairs;
+use crate::gateway::{id_of, query_pairs};
 use crate::state::{
     RecordedCommand, Shared, VoiceConn, VoiceOut, accept_until_shutdown, redact, shutdown_signal,
 };
@@ -108,18 +108,11 @@ async fn connection(
         }
     }
     shared.update(|st| {
-        if let Some(v) = st.voice.as_mut()
-            && v.ws.as_ref().is_some_and(|(id, _)| *id == conn_id)
-        {
+        if let Some(v) = st.voice_by_ws(conn_id) {
             v.ws = None;
         }
     });
     Ok(())
-}
-
-fn id_of(v: &Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// Handles one voice payload: `Ok(replies)` or `Err(close code)`.
@@ -154,12 +147,13 @@ fn handle(
         };
         match op {
             0 => {
-                let Some(bv) = st.bot_voice.as_ref() else {
-                    warn!("voice Identify while the bot is not in a voice channel");
+                // The voice server serves one guild per connection: `server_id` is its id.
+                let guild = id_of(&d["server_id"]).unwrap_or(0);
+                let Some(bv) = st.bot_voice.get(&guild) else {
+                    warn!(guild, "voice Identify while the bot is not in a voice channel of that guild");
                     return Err(4006);
                 };
-                let ok = id_of(&d["server_id"]) == Some(cfg.guild_id)
-                    && id_of(&d["user_id"]) == Some(cfg.bot_user_id)
+                let ok = id_of(&d["user_id"]) == Some(cfg.bot_user_id)
                     && d["session_id"].as_str() == Some(bv.session_id.as_str())
                     && d["token"].as_str() == Some(bv.token.as_str());
                 if !ok {
@@ -168,7 +162,7 @@ fn handle(
                 }
                 let (session_id, token, channel_id) = (bv.session_id.clone(), bv.token.clone(), bv.channel_id);
                 let ssrc = st.ssrc();
-                if let Some(old) = st.voice.take()
+                if let Some(old) = st.voice.remove(&guild)
                     && let Some((_, otx)) = old.ws
                 {
                     let _ = otx.send(VoiceOut::Close(4006));
@@ -192,13 +186,13 @@ fn handle(
                     2,
                     json!({"ssrc": ssrc, "ip": "127.0.0.1", "port": udp_port, "modes": modes, "heartbeat_interval": 1, "experiments": []}),
                 );
-                st.voice = Some(conn);
+                st.voice.insert(guild, conn);
                 st.stats.voice_identifies += 1;
-                info!(ssrc, "voice identified");
+                info!(guild, ssrc, "voice identified");
                 Ok(vec![ready])
             }
             1 => {
-                let Some(conn) = st.voice.as_mut().filter(|c| c.ws.as_ref().is_some_and(|(id, _)| *id == conn_id)) else {
+                let Some(conn) = st.voice_by_ws(conn_id) else {
                     return Err(4003);
                 };
                 let mode_name = d["data"]["mode"].as_str().unwrap_or("");
@@ -237,7 +231,7 @@ fn handle(
                     .collect();
                 let mut out = vec![desc];
                 if !present.is_empty()
-                    && let Some(conn) = st.voice.as_mut()
+                    && let Some(conn) = st.voice_by_ws(conn_id)
                 {
                     out.push(msg(Some(conn), 11, json!({"user_ids": present})));
                 }
@@ -254,12 +248,12 @@ fn handle(
                 Ok(vec![json!({"op": 6, "d": ack}).to_string()])
             }
             7 => {
-                let ok = st.voice.as_ref().is_some_and(|c| {
-                    id_of(&d["server_id"]) == Some(cfg.guild_id)
-                        && d["session_id"].as_str() == Some(c.session_id.as_str())
+                let guild = id_of(&d["server_id"]).unwrap_or(0);
+                let ok = st.voice.get(&guild).is_some_and(|c| {
+                    d["session_id"].as_str() == Some(c.session_id.as_str())
                         && d["token"].as_str() == Some(c.token.as_str())
                 });
-                let Some(conn) = st.voice.as_mut().filter(|_| ok) else {
+                let Some(conn) = st.voice.get_mut(&guild).filter(|_| ok) else {
                     warn!("voice Resume for an unknown session; closing 4006");
                     return Err(4006);
                 };
@@ -268,7 +262,7 @@ fn handle(
                 }
                 conn.version = version;
                 st.stats.voice_resumes += 1;
-                info!("voice resumed");
+                info!(guild, "voice resumed");
                 Ok(vec![json!({"op": 9, "d": null}).to_string()])
             }
             _ => Ok(vec![]),

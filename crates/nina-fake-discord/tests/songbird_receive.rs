@@ -1,7 +1,8 @@
 //! Acceptance: a minimal songbird receiver (twilight front end, `receive` feature) runs as a
 //! child process trusting the fake's CA through `SSL_CERT_FILE`, joins a voice channel with
 //! three fake users speaking real speech at the same time, and must decode each user's audio
-//! under the right user id.
+//! under the right user id. With two guilds, the receiver joins a channel in each and must hear
+//! each guild's speaker on that guild's connection only.
 
 mod common;
 
@@ -24,8 +25,9 @@ struct Job {
     gateway_url: String,
     token: String,
     bot_user_id: u64,
-    guild_id: u64,
-    channel_id: u64,
+    /// `(guild, voice channel)` to join, one call per guild; results go to
+    /// `received-{guild}.json`.
+    calls: Vec<(u64, u64)>,
     xchacha: bool,
     out_dir: PathBuf,
 }
@@ -156,18 +158,17 @@ fn child_main(job: Job) -> anyhow::Result<()> {
             }
         });
         tokio::time::timeout(Duration::from_secs(30), ready_rx).await??;
-        let call = songbird
-            .join(
-                twilight_model::id::Id::<twilight_model::id::marker::GuildMarker>::new(
-                    job.guild_id,
-                ),
-                twilight_model::id::Id::<twilight_model::id::marker::ChannelMarker>::new(
-                    job.channel_id,
-                ),
-            )
-            .await?;
-        let received = Arc::new(Mutex::new(Received::default()));
-        {
+        let mut results = Vec::new();
+        for (guild, channel) in &job.calls {
+            let call = songbird
+                .join(
+                    twilight_model::id::Id::<twilight_model::id::marker::GuildMarker>::new(*guild),
+                    twilight_model::id::Id::<twilight_model::id::marker::ChannelMarker>::new(
+                        *channel,
+                    ),
+                )
+                .await?;
+            let received = Arc::new(Mutex::new(Received::default()));
             let mut c = call.lock().await;
             for ev in [
                 songbird::CoreEvent::SpeakingStateUpdate,
@@ -176,6 +177,7 @@ fn child_main(job: Job) -> anyhow::Result<()> {
             ] {
                 c.add_global_event(ev.into(), Handler(received.clone()));
             }
+            results.push((*guild, received));
         }
         println!("NINA-RECEIVER-LISTENING");
         // Run until the parent says stop (one line on stdin), at most two minutes.
@@ -184,13 +186,18 @@ fn child_main(job: Job) -> anyhow::Result<()> {
             let _ = std::io::stdin().read_line(&mut line);
         });
         let _ = tokio::time::timeout(Duration::from_secs(120), stop).await;
-        let _ = songbird
-            .leave(twilight_model::id::Id::<
-                twilight_model::id::marker::GuildMarker,
-            >::new(job.guild_id))
-            .await;
-        let r = received.lock().unwrap_or_else(|p| p.into_inner());
-        std::fs::write(job.out_dir.join("received.json"), serde_json::to_vec(&*r)?)?;
+        for (guild, received) in results {
+            let _ = songbird
+                .leave(twilight_model::id::Id::<
+                    twilight_model::id::marker::GuildMarker,
+                >::new(guild))
+                .await;
+            let r = received.lock().unwrap_or_else(|p| p.into_inner());
+            std::fs::write(
+                job.out_dir.join(format!("received-{guild}.json")),
+                serde_json::to_vec(&*r)?,
+            )?;
+        }
         Ok(())
     })
 }
@@ -241,40 +248,11 @@ async fn run(faults: Faults, xchacha: bool) -> Vec<UserResult> {
         gateway_url: fake.gateway_url(),
         token: cfg.token.clone(),
         bot_user_id: cfg.bot_user_id,
-        guild_id: cfg.guild_id,
-        channel_id: channel,
+        calls: vec![(cfg.guild_id, channel)],
         xchacha,
         out_dir: out.path().to_path_buf(),
     };
-    let stderr = std::fs::File::create(out.path().join("child.log")).expect("log file");
-    let mut child = Command::new(std::env::current_exe().expect("test exe"))
-        .args([
-            "--exact",
-            "receiver_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, serde_json::to_string(&job).expect("job"))
-        .envs(fake.child_env())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn receiver child");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("NINA-RECEIVER-LISTENING")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let mut child = start_receiver(&fake, &job, out.path()).await;
     let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
     if let Err(e) = control.wait_for_voice_ready(Duration::from_secs(60)).await {
         let _ = child.kill();
@@ -282,13 +260,6 @@ async fn run(faults: Faults, xchacha: bool) -> Vec<UserResult> {
             "bot never completed the voice handshake ({e}); child log:\n{}",
             log()
         );
-    }
-    if tokio::time::timeout(Duration::from_secs(30), rx)
-        .await
-        .is_err()
-    {
-        let _ = child.kill();
-        panic!("receiver never started listening; child log:\n{}", log());
     }
     let snap = control.snapshot();
     assert_eq!(
@@ -326,10 +297,7 @@ async fn run(faults: Faults, xchacha: bool) -> Vec<UserResult> {
     }
     let status = wait_child(&mut child, Duration::from_secs(60));
     assert!(status, "receiver child failed; log:\n{}", log());
-    let received: Received = serde_json::from_slice(
-        &std::fs::read(out.path().join("received.json")).expect("results written"),
-    )
-    .expect("results parse");
+    let received = read_received(out.path(), cfg.guild_id);
 
     let mut results = Vec::new();
     for ((u, wav), (report, opus)) in users
@@ -363,6 +331,58 @@ async fn run(faults: Faults, xchacha: bool) -> Vec<UserResult> {
         );
     }
     results
+}
+
+/// What the receiver got on its call in `guild`.
+fn read_received(dir: &Path, guild: u64) -> Received {
+    serde_json::from_slice(
+        &std::fs::read(dir.join(format!("received-{guild}.json"))).expect("results written"),
+    )
+    .expect("results parse")
+}
+
+/// Starts the receiver child on `job`; returns it once it listens on every call.
+async fn start_receiver(fake: &FakeDiscord, job: &Job, out: &Path) -> std::process::Child {
+    let stderr = std::fs::File::create(out.join("child.log")).expect("log file");
+    let mut child = Command::new(std::env::current_exe().expect("test exe"))
+        .args([
+            "--exact",
+            "receiver_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, serde_json::to_string(job).expect("job"))
+        .envs(fake.child_env())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn receiver child");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("NINA-RECEIVER-LISTENING")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .is_err()
+    {
+        let _ = child.kill();
+        panic!(
+            "receiver never started listening; child log:\n{}",
+            std::fs::read_to_string(out.join("child.log")).unwrap_or_default()
+        );
+    }
+    child
 }
 
 fn wait_child(child: &mut std::process::Child, limit: Duration) -> bool {
@@ -504,4 +524,121 @@ async fn five_percent_loss_with_reordering_keeps_attribution_and_counts_gaps() {
         results.iter().map(|r| r.report.reordered).sum::<u32>() > 0,
         "some packets must be reordered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_in_two_guilds_gets_two_voice_sessions_each_with_its_own_speaker() {
+    use nina_fake_discord::GuildSpec;
+
+    let _serial = SERIAL.lock().await;
+    let speeches = common::three_speeches();
+    let fake = FakeDiscord::builder()
+        .extra_guild(GuildSpec::numbered(1))
+        .start()
+        .await
+        .expect("fake starts");
+    let control = fake.control();
+    let cfg = fake.config().clone();
+    let g2 = cfg.extra_guilds[0].clone();
+    let (v1, v2) = (cfg.voice_channels[0].0, g2.voice_channels[0].0);
+    // Alice speaks in guild 1, Bob in guild 2, Carol in guild 2's other channel (not joined).
+    let alice = control.add_user("alice");
+    let bob = control.add_user("bob");
+    let carol = control.add_user("carol");
+    control.join_voice(alice, v1).expect("alice joins");
+    control.join_voice(bob, v2).expect("bob joins");
+    control
+        .join_voice(carol, g2.voice_channels[1].0)
+        .expect("carol joins");
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = Job {
+        gateway_url: fake.gateway_url(),
+        token: cfg.token.clone(),
+        bot_user_id: cfg.bot_user_id,
+        calls: vec![(cfg.guild_id, v1), (g2.id, v2)],
+        xchacha: false,
+        out_dir: out.path().to_path_buf(),
+    };
+    let mut child = start_receiver(&fake, &job, out.path()).await;
+    let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
+    for (g, v) in &job.calls {
+        match control
+            .wait_for_voice_ready_in(*g, Duration::from_secs(60))
+            .await
+        {
+            Ok(c) => assert_eq!(c, *v),
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "no voice connection in guild {g} ({e}); child log:\n{}",
+                    log()
+                );
+            }
+        }
+    }
+    let snap = control.snapshot();
+    assert_eq!(
+        snap.stats.voice_identifies, 2,
+        "one voice session per guild"
+    );
+    assert!(snap.guilds.iter().all(|g| g.media_ready));
+    assert_ne!(snap.guilds[0].ssrc, snap.guilds[1].ssrc);
+    assert!(snap.stats.ip_discoveries >= 2);
+
+    // All three speak at once.
+    let mut handles = Vec::new();
+    for (u, wav) in [alice, bob, carol].iter().zip(speeches.iter()) {
+        handles.push(control.speak_wav(*u, wav).await.expect("speech queued"));
+    }
+    let mut reports = Vec::new();
+    let mut frames = Vec::new();
+    for h in handles {
+        frames.push(h.opus_frames.clone());
+        reports.push(
+            h.finished(Duration::from_secs(60))
+                .await
+                .expect("speech finishes"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)),
+        "receiver child failed; log:\n{}",
+        log()
+    );
+    // Carol was in a channel the bot did not join: nobody heard her.
+    assert_eq!(reports[2].sent, 0);
+    assert_eq!(reports[2].unheard, reports[2].frames);
+    for (i, (guild, _)) in job.calls.iter().enumerate() {
+        let received = read_received(out.path(), *guild);
+        let report = reports[i].clone();
+        let user = report.user_id;
+        assert_eq!(report.unheard, 0);
+        assert_eq!(
+            received.ssrc_user,
+            HashMap::from([(report.ssrc, user)]),
+            "guild {guild}'s connection announces its speaker only"
+        );
+        let ssrcs: Vec<u32> = received.streams.keys().copied().collect();
+        assert_eq!(
+            ssrcs,
+            vec![report.ssrc],
+            "guild {guild} decodes its speaker only"
+        );
+        let r = analyse(
+            &speeches[i],
+            &frames[i],
+            report,
+            &received.streams[&ssrcs[0]],
+        );
+        println!(
+            "guild {guild}: user {user} corr {:.4} (opus alone {:.4}) duration error {:+.1} ms",
+            r.correlation, r.opus_only_correlation, r.duration_error_ms
+        );
+        assert_eq!(r.gaps, 0);
+        assert!(r.correlation > 0.9, "correlation {}", r.correlation);
+    }
 }

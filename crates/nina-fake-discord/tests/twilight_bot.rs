@@ -1,5 +1,6 @@
 //! The main gateway and REST API driven by real twilight-gateway and twilight-http.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use nina_fake_discord::FakeDiscord;
@@ -329,4 +330,272 @@ async fn twilight_bot_sees_guild_voice_messages_and_commands_and_survives_drops(
         .find(|c| c.op == 2)
         .expect("identify recorded");
     assert_eq!(ident.d["token"], "<redacted>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_in_two_guilds_sees_each_guild_and_acts_in_each_apart() {
+    use nina_fake_discord::GuildSpec;
+    use twilight_model::gateway::payload::incoming::GuildCreate;
+
+    let fake = FakeDiscord::builder()
+        .extra_guild(GuildSpec::numbered(1))
+        .start()
+        .await
+        .expect("fake starts");
+    let control = fake.control();
+    let cfg = fake.config().clone();
+    let g2 = cfg.extra_guilds[0].clone();
+    let (g1, v1, t1) = (
+        cfg.guild_id,
+        cfg.voice_channels[0].0,
+        cfg.text_channels[0].0,
+    );
+    let (v2, t2) = (g2.voice_channels[0].0, g2.text_channels[0].0);
+    let alice = control.add_user("alice");
+    let bob = control.add_user("bob");
+    control
+        .join_voice(alice, v1)
+        .expect("alice joins in guild 1");
+    control.join_voice(bob, v2).expect("bob joins in guild 2");
+
+    // Ready lists both guilds; each gets its GUILD_CREATE with its own channels and voice states.
+    let mut shard = shard_for(&fake);
+    let Event::Ready(ready) =
+        next_matching(&mut shard, 20, "Ready", |e| matches!(e, Event::Ready(_))).await
+    else {
+        unreachable!()
+    };
+    let mut listed: Vec<u64> = ready.guilds.iter().map(|g| g.id.get()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, vec![g1, g2.id]);
+    let mut seen = HashMap::new();
+    while seen.len() < 2 {
+        let Event::GuildCreate(gc) = next_matching(&mut shard, 10, "GuildCreate", |e| {
+            matches!(e, Event::GuildCreate(_))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        let GuildCreate::Available(g) = *gc else {
+            panic!("guild must be available")
+        };
+        seen.insert(g.id.get(), g);
+    }
+    let (first, second) = (&seen[&g1], &seen[&g2.id]);
+    assert_eq!(first.name, cfg.guild_name);
+    assert_eq!(second.name, g2.name);
+    assert_eq!(second.channels.len(), 3);
+    assert!(second.channels.iter().all(|c| g2.has_channel(c.id.get())));
+    assert_eq!(
+        second.members.len(),
+        3,
+        "every user is a member of every guild"
+    );
+    let states = |g: &twilight_model::guild::Guild| -> Vec<(u64, Option<u64>)> {
+        g.voice_states
+            .iter()
+            .map(|v| (v.user_id.get(), v.channel_id.map(|c| c.get())))
+            .collect()
+    };
+    assert_eq!(states(first), vec![(alice, Some(v1))]);
+    assert_eq!(states(second), vec![(bob, Some(v2))]);
+
+    // op 4 in each guild -> that guild's VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE.
+    for (g, v) in [(g1, v1), (g2.id, v2)] {
+        shard.command(&UpdateVoiceState::new(
+            Id::new(g),
+            Some(Id::new(v)),
+            false,
+            false,
+        ));
+        let Event::VoiceStateUpdate(vsu) = next_matching(
+            &mut shard,
+            10,
+            "bot VoiceStateUpdate",
+            |e| matches!(e, Event::VoiceStateUpdate(v) if v.user_id.get() == cfg.bot_user_id),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(vsu.guild_id.map(|x| x.get()), Some(g));
+        assert_eq!(vsu.channel_id.map(|c| c.get()), Some(v));
+        let Event::VoiceServerUpdate(server) =
+            next_matching(&mut shard, 10, "VoiceServerUpdate", |e| {
+                matches!(e, Event::VoiceServerUpdate(_))
+            })
+            .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(server.guild_id.get(), g);
+    }
+    let snap = control.snapshot();
+    assert_eq!(snap.bot_voice_channel, Some(v1), "the first guild's");
+    let chans: Vec<(u64, Option<u64>)> = snap
+        .guilds
+        .iter()
+        .map(|g| (g.guild_id, g.channel))
+        .collect();
+    assert_eq!(chans, vec![(g1, Some(v1)), (g2.id, Some(v2))]);
+    // An op 4 naming a channel of the other guild is ignored.
+    shard.command(&UpdateVoiceState::new(
+        Id::new(g2.id),
+        Some(Id::new(cfg.voice_channels[1].0)),
+        false,
+        false,
+    ));
+
+    // A user moving from guild 2 to guild 1: guild 2 sees them leave, guild 1 sees them come.
+    control
+        .move_user(bob, cfg.voice_channels[1].0)
+        .expect("move across guilds");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let Event::VoiceStateUpdate(v) = next_matching(
+            &mut shard,
+            10,
+            "bob's voice states",
+            |e| matches!(e, Event::VoiceStateUpdate(v) if v.user_id.get() == bob),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        got.push((v.guild_id.map(|g| g.get()), v.channel_id.map(|c| c.get())));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (Some(g2.id), None),
+            (Some(g1), Some(cfg.voice_channels[1].0))
+        ]
+    );
+    assert_eq!(
+        control.snapshot().guilds[1].channel,
+        Some(v2),
+        "the ignored op 4 did not move the bot"
+    );
+
+    // Messages and slash commands carry the guild of their channel.
+    control.type_message(alice, t2, "!join").expect("message");
+    let Event::MessageCreate(msg) = next_matching(&mut shard, 10, "MessageCreate", |e| {
+        matches!(e, Event::MessageCreate(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(msg.guild_id.map(|g| g.get()), Some(g2.id));
+    let inter = control
+        .slash_command(alice, t2, "record", serde_json::json!([]))
+        .expect("slash");
+    let Event::InteractionCreate(i) = next_matching(&mut shard, 10, "InteractionCreate", |e| {
+        matches!(e, Event::InteractionCreate(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(i.id.get(), inter.id);
+    assert_eq!(i.guild_id.map(|g| g.get()), Some(g2.id));
+    assert_eq!(i.channel.as_ref().map(|c| c.id.get()), Some(t2));
+
+    // REST per guild: commands, guild, members, nickname, messages.
+    let http = twilight_http::Client::builder()
+        .token(cfg.token.clone())
+        .proxy(fake.http_proxy(), true)
+        .timeout(Duration::from_secs(10))
+        .build();
+    let app = Id::new(cfg.application_id);
+    for (g, name) in [(g1, "one"), (g2.id, "two")] {
+        http.interaction(app)
+            .create_guild_command(Id::new(g))
+            .chat_input(name, "per guild")
+            .await
+            .expect("register guild command");
+    }
+    let names = |g: u64| -> Vec<String> {
+        control
+            .registered_guild_commands(g)
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(names(g1), vec!["one"]);
+    assert_eq!(names(g2.id), vec!["two"]);
+    let listed = http
+        .interaction(app)
+        .guild_commands(Id::new(g2.id))
+        .await
+        .expect("list")
+        .models()
+        .await
+        .expect("models");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].guild_id.map(|g| g.get()), Some(g2.id));
+    let guild = http
+        .guild(Id::new(g2.id))
+        .await
+        .expect("GET guild")
+        .model()
+        .await
+        .expect("guild model");
+    assert_eq!(guild.name, g2.name);
+    let member = http
+        .guild_member(Id::new(g2.id), Id::new(bob))
+        .await
+        .expect("GET member")
+        .model()
+        .await
+        .expect("member model");
+    assert_eq!(member.user.id.get(), bob);
+    http.update_current_member(Id::new(g2.id))
+        .nick(Some("recording"))
+        .await
+        .expect("nickname");
+    assert_eq!(control.bot_nick(g2.id).as_deref(), Some("recording"));
+    assert_eq!(control.bot_nick(g1), None);
+    let Event::MemberUpdate(up) = next_matching(&mut shard, 10, "MemberUpdate", |e| {
+        matches!(e, Event::MemberUpdate(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(up.guild_id.get(), g2.id);
+    assert_eq!(up.nick.as_deref(), Some("recording"));
+    http.update_current_member(Id::new(g2.id))
+        .nick(None)
+        .await
+        .expect("nickname reset");
+    assert_eq!(control.bot_nick(g2.id), None);
+    let sent = http
+        .create_message(Id::new(t2))
+        .content("in guild two")
+        .await
+        .expect("create message")
+        .model()
+        .await
+        .expect("message model");
+    assert_eq!(sent.guild_id.map(|g| g.get()), Some(g2.id));
+    let _ = t1;
+
+    // Kicked from one guild's voice only.
+    control.kick_bot_in(g2.id).expect("kick in guild 2");
+    let Event::VoiceStateUpdate(kicked) = next_matching(
+        &mut shard,
+        10,
+        "bot kicked",
+        |e| matches!(e, Event::VoiceStateUpdate(v) if v.user_id.get() == cfg.bot_user_id),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(kicked.guild_id.map(|g| g.get()), Some(g2.id));
+    assert!(kicked.channel_id.is_none());
+    assert_eq!(control.snapshot().bot_voice_channel, Some(v1));
+    assert!(control.kick_bot_in(g2.id).is_err());
 }
