@@ -291,12 +291,17 @@ impl Bot {
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
-                println!("NINA-CAPTION end_unix_ms={end_unix_ms} at_unix_ms={now_ms}");
+                println!(
+                    "NINA-CAPTION guild={guild} end_unix_ms={end_unix_ms} at_unix_ms={now_ms}"
+                );
                 println!("{line}");
-                if let Some(c) = self.cfg.captions_channel {
+                // Only the captions channel's own guild is captioned there: another server's
+                // talk must not show up in it.
+                if let Some(c) = self.cfg.captions_channel
+                    && self.discord.channel_name(guild, c).is_some()
+                {
                     self.say(c, &line).await;
                 }
-                let _ = guild;
             }
             Report::Finished {
                 guild,

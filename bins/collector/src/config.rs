@@ -43,7 +43,7 @@ pub struct Config {
     /// Commands.
     #[serde(default)]
     pub commands: CommandsSection,
-    /// Post each finished utterance's text to this text channel.
+    /// Post each finished utterance's text to this text channel (recordings of its guild only).
     #[serde(default)]
     pub captions_channel: Option<u64>,
 }

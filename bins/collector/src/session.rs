@@ -91,6 +91,8 @@ pub fn session_id(ms: i64) -> String {
 /// Runs a session to its end; reports `Finished`.
 pub fn run(job: SessionJob) {
     let guild = job.guild.id;
+    // Every log line of the session names its guild and channel.
+    let _span = tracing::info_span!("session", guild, channel = job.channel.id).entered();
     let reports = job.reports.clone();
     let (result, ended) = match record(job) {
         Ok((dir, ended)) => (Ok(dir), ended),

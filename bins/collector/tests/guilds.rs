@@ -1,7 +1,8 @@
 //! Acceptance: one `collector` process, run against `nina-fake-discord` with the bot in two
 //! guilds, records a voice channel in each at the same time. One person speaks in each guild at
 //! once; each guild gets its own session (under its own guild/channel/date directory) holding
-//! that guild's speaker only. Transcription is off.
+//! that guild's speaker only. Transcription (tiny.en) is on, with live captions going to a text
+//! channel of the first guild: only that guild's talk may show up there.
 
 mod common;
 
@@ -45,11 +46,13 @@ async fn two_guilds_recorded_at_once_give_two_sessions_each_with_its_own_speaker
     let ann = control.add_user("Ann");
     let ben = control.add_user("Ben");
     let speakers = [ann, ben];
+    let captions = guilds[0].3;
     let channels: String = guilds
         .iter()
         .map(|(g, _, v, _)| format!("[[channels]]\nguild = {g}\nchannel = {v}\n"))
         .collect();
-    let bot = start_bot(&fake, data.path(), ann, &channels, false).await;
+    let extra = format!("captions_channel = {captions}\n{channels}");
+    let bot = start_bot(&fake, data.path(), ann, &extra, true).await;
     for (g, _, v, _) in &guilds {
         let c = control.wait_for_voice_ready_in(*g, MINUTE).await.unwrap();
         assert_eq!(c, *v, "the bot joined the configured channel of guild {g}");
@@ -185,5 +188,28 @@ async fn two_guilds_recorded_at_once_give_two_sessions_each_with_its_own_speaker
         }
     }
     assert_eq!(seen.len(), 2);
+    // Captions: Ann's talk in the first guild's channel, nothing of Ben's (the other guild).
+    let captioned: Vec<(u64, String)> = control
+        .bot_messages()
+        .iter()
+        .filter_map(|m| {
+            let text = m["content"].as_str()?.to_string();
+            let channel = m["channel_id"].as_str()?.parse().ok()?;
+            text.starts_with('[').then_some((channel, text))
+        })
+        .collect();
+    eprintln!("captions {captioned:#?}");
+    assert!(
+        captioned
+            .iter()
+            .any(|(c, t)| *c == captions && t.contains("] Ann: ")),
+        "Ann's captions"
+    );
+    assert!(
+        captioned
+            .iter()
+            .all(|(c, t)| *c == captions && !t.contains("] Ben: ")),
+        "the other guild's talk was posted"
+    );
     fake.shutdown().await;
 }
