@@ -510,7 +510,9 @@ async fn run_row(
     let mut stored = 0u64;
     let sessions = nina_store::Store::new(&data_path).sessions()?;
     let session = sessions.first().context("no session stored")?;
-    for u in &ids {
+    // Users who never spoke (turn-taking) have no track.
+    let tracks: Vec<u64> = session.load()?.tracks.iter().map(|t| t.user_id).collect();
+    for u in ids.iter().filter(|u| tracks.contains(u)) {
         let path = session.root().join(nina_store::track_file(*u));
         match nina_store::read_opus_track(&path) {
             Ok(t) => {
