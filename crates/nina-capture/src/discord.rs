@@ -1,7 +1,7 @@
 //! The Discord connection: one gateway shard (twilight), the REST client, songbird's voice
 //! driver, and who is in which voice channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -193,6 +193,10 @@ impl State {
         }
     }
 
+    fn has_guild(&self, guild: u64) -> bool {
+        lock(&self.guilds).contains_key(&guild)
+    }
+
     fn guild_create(&self, bot: UserId, g: &GuildCreate) {
         let GuildCreate::Available(g) = g else {
             return;
@@ -240,8 +244,9 @@ impl fmt::Debug for Discord {
 }
 
 impl Discord {
-    /// Connects: checks the token over REST, starts the gateway shard and waits (up to 30 s)
-    /// for the first guilds. Every gateway event is handed to the returned receiver after
+    /// Connects: checks the token over REST, starts the gateway shard and waits for READY and
+    /// the GUILD_CREATE of every guild it lists (up to 30 s; a guild still unavailable then is
+    /// not waited for, a bot in no guild does not wait). Every gateway event is handed to the returned receiver after
     /// songbird and the voice-channel bookkeeping have seen it; the receiver ends when the
     /// shard stops for good (a fatal close such as an invalid token).
     pub async fn connect(
@@ -285,12 +290,14 @@ impl Discord {
         songbird.set_config(cfg.voice.songbird());
         let state = Arc::new(State::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        // Start-up: READY seen (`Some`), then every guild it lists created (the set empties).
+        let (ready_tx, mut ready_rx) =
+            tokio::sync::watch::channel::<Result<Option<usize>, String>>(Ok(None));
         {
             let songbird = songbird.clone();
             let state = state.clone();
             tokio::spawn(async move {
-                let mut ready_tx = Some(ready_tx);
+                let mut pending: Option<HashSet<u64>> = None;
                 while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
                     let ev = match item {
                         Ok(ev) => ev,
@@ -302,8 +309,10 @@ impl Discord {
                     match &ev {
                         Event::GuildCreate(g) => {
                             state.guild_create(bot, g);
-                            if let Some(t) = ready_tx.take() {
-                                let _ = t.send(Ok(()));
+                            if let Some(p) = pending.as_mut()
+                                && p.remove(&g.id().get())
+                            {
+                                let _ = ready_tx.send(Ok(Some(p.len())));
                             }
                         }
                         Event::VoiceStateUpdate(v) => state.voice_state(bot, &v.0),
@@ -338,8 +347,18 @@ impl Discord {
                                 resumed: true,
                             });
                         }
-                        Event::Ready(_) => {
-                            tracing::info!("gateway ready");
+                        Event::Ready(r) => {
+                            tracing::info!(guilds = r.guilds.len(), "gateway ready");
+                            if pending.is_none() {
+                                let p: HashSet<u64> = r
+                                    .guilds
+                                    .iter()
+                                    .map(|g| g.id.get())
+                                    .filter(|g| !state.has_guild(*g))
+                                    .collect();
+                                let _ = ready_tx.send(Ok(Some(p.len())));
+                                pending = Some(p);
+                            }
                             state.broadcast(|frame| CaptureEvent::GatewayBack {
                                 frame,
                                 resumed: false,
@@ -351,16 +370,34 @@ impl Discord {
                     let _ = tx.send(ev);
                 }
                 tracing::warn!("gateway shard stopped");
-                if let Some(t) = ready_tx.take() {
-                    let _ = t.send(Err("the gateway closed the connection".into()));
-                }
+                ready_tx.send_if_modified(|r| {
+                    if matches!(r, Ok(Some(0))) {
+                        return false;
+                    }
+                    *r = Err("the gateway closed the connection".into());
+                    true
+                });
             });
         }
-        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(CaptureError::Gateway(e)),
+        // Wait for READY and every guild it lists (names for the sessions); a guild that stays
+        // unavailable for 30 s is not waited for.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            ready_rx.wait_for(|r| !matches!(r, Ok(None) | Ok(Some(1..)))),
+        )
+        .await
+        .map(|r| r.map(|v| v.clone()));
+        match waited {
+            Ok(Ok(r)) => {
+                if let Err(e) = r {
+                    return Err(CaptureError::Gateway(e));
+                }
+            }
             Ok(Err(_)) => return Err(CaptureError::Gateway("the shard task ended".into())),
-            Err(_) => return Err(CaptureError::Gateway("no guild within 30 s".into())),
+            Err(_) => match &*ready_rx.borrow() {
+                Ok(Some(n)) => tracing::warn!(unavailable = n, "guilds not created within 30 s"),
+                _ => return Err(CaptureError::Gateway("no READY within 30 s".into())),
+            },
         }
         Ok((
             Self {
