@@ -67,6 +67,8 @@ struct SsrcState {
 pub struct Assembler {
     users: HashMap<u32, UserId>,
     ssrcs: HashMap<u32, SsrcState>,
+    /// SSRCs of users who left, kept until the jitter buffer has played out their last packets.
+    leaving: Vec<u32>,
     max_held: usize,
     frame_samples: usize,
     stats: CaptureStats,
@@ -80,6 +82,7 @@ impl Assembler {
         Self {
             users: HashMap::new(),
             ssrcs: HashMap::new(),
+            leaving: Vec::new(),
             max_held,
             frame_samples,
             stats: CaptureStats::default(),
@@ -114,18 +117,16 @@ impl Assembler {
             .collect()
     }
 
-    /// A user left the call: their SSRCs are forgotten.
+    /// A user left the call: their SSRCs are forgotten at the first tick that has nothing of
+    /// them, so the packets still in the jitter buffer (Discord reports the leave as soon as
+    /// the last packet is sent) are placed and attributed.
     pub fn disconnect(&mut self, user: UserId) {
-        let gone: Vec<u32> = self
+        let gone = self
             .users
             .iter()
             .filter(|(_, u)| **u == user)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in gone {
-            self.users.remove(&s);
-            self.ssrcs.remove(&s);
-        }
+            .map(|(s, _)| *s);
+        self.leaving.extend(gone);
     }
 
     /// SSRCs whose audio is held waiting for their Speaking event.
@@ -163,6 +164,16 @@ impl Assembler {
     /// frames of known users, ordered by user then frame.
     pub fn tick(&mut self, arrival: u64, packets: Vec<TickPacket>) -> Vec<UserFrame> {
         let mut out = Vec::new();
+        if !self.leaving.is_empty() {
+            let (still, gone): (Vec<u32>, Vec<u32>) = std::mem::take(&mut self.leaving)
+                .into_iter()
+                .partition(|s| packets.iter().any(|p| p.ssrc == *s));
+            for s in gone {
+                self.users.remove(&s);
+                self.ssrcs.remove(&s);
+            }
+            self.leaving = still;
+        }
         for p in packets {
             let user = self.users.get(&p.ssrc).copied();
             let frame_samples = self.frame_samples;
@@ -402,6 +413,10 @@ mod tests {
         assert_eq!(a.user(1), None);
         assert_eq!(a.tick(50, vec![pkt(5, 777, 0)])[0].user, A);
         a.disconnect(A);
+        // What the jitter buffer still holds is hers; the first tick without her forgets her.
+        assert_eq!(a.tick(51, vec![pkt(5, 777 + 960, 0)])[0].user, A);
+        assert_eq!(a.user(5), Some(A));
+        assert!(a.tick(52, vec![]).is_empty());
         assert_eq!(a.user(5), None);
     }
 
