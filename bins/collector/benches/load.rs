@@ -500,10 +500,11 @@ async fn run_row(
         note.push_str("killed 60 s after the session was recorded; ");
     }
     let capture = format!(
-        "{}/{}/{}",
+        "{}/{}/{}/{}",
         field(&recorded, "lost").unwrap_or_else(|| "?".into()),
         field(&recorded, "late").unwrap_or_else(|| "?".into()),
         field(&recorded, "overflowed").unwrap_or_else(|| "?".into()),
+        field(&recorded, "unattributed").unwrap_or_else(|| "?".into()),
     );
     let utterances = field(&recorded, "utterances").unwrap_or_else(|| "?".into());
     // Voiced packets stored in each track, against what the fake sent.
@@ -568,7 +569,7 @@ fn encode_speech() -> Result<Arc<[Vec<u8>]>> {
 
 fn print_header() {
     println!(
-        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) |"
+        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed/unattributed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }

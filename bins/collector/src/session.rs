@@ -277,6 +277,8 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         lost = stats.lost,
         late = stats.late,
         overflowed = stats.overflowed,
+        unattributed = stats.unattributed_dropped,
+        resyncs = stats.resyncs,
         "session recorded"
     );
     if skipped > 0 {
