@@ -163,25 +163,15 @@ mod tests {
     fn streams_of_several_users_make_one_session() {
         let dir = tempfile::tempdir().unwrap();
         let sd = SessionDir::new(dir.path().join("s"));
-        let skeleton = Session {
-            schema: nina_store::SCHEMA.into(),
-            schema_version: nina_store::CURRENT_VERSION,
-            id: "live-1".into(),
-            guild: nina_store::Place {
+        let skeleton = Session::new(
+            "live-1",
+            nina_store::Place {
                 id: 1,
                 name: Some("g".into()),
             },
-            channel: nina_store::Place { id: 2, name: None },
-            started_at_ms: 0,
-            ended_at_ms: None,
-            participants: vec![],
-            utterances: vec![],
-            processing: vec![],
-            source: None,
-            tracks: vec![],
-            gaps: vec![],
-            recorder: None,
-        };
+            nina_store::Place { id: 2, name: None },
+            0,
+        );
         let (lock, _) = sd.claim().unwrap();
         let mut w = SessionWriter::new(sd.clone(), skeleton, lock);
         w.participant(7, Some("Ann/../../x".into()));
