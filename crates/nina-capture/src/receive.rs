@@ -301,7 +301,34 @@ fn opus_payload(rtp_payload: &[u8], offset: usize, end: usize, extension: bool) 
         start += 4 + 4 * usize::from(u16::from_be_bytes([pre[2], pre[3]]));
     }
     let end = end.min(rtp_payload.len());
-    rtp_payload.get(start..end).filter(|p| !p.is_empty())
+    rtp_payload
+        .get(start..end)
+        .map(dave_plaintext)
+        .filter(|p| !p.is_empty())
+}
+
+/// Marker ending every DAVE (end-to-end encrypted) media frame.
+const DAVE_MAGIC: [u8; 2] = [0xFA, 0xFA];
+/// Smallest DAVE trailer: 8-byte tag, size byte, magic.
+const DAVE_MIN_TRAILER: usize = 11;
+
+/// The Opus frame in a body songbird has DAVE-decrypted. songbird 0.6.1 writes the plaintext
+/// over the start of the body but leaves the DAVE trailer (`tag ‖ nonce ‖ ranges ‖ size ‖
+/// FA FA`) in place and does not count it in `payload_end_pad`, so the trailer is cut here by
+/// its size byte. Frames without the marker (transport encryption only, silence) are returned
+/// as they are; songbird drops DAVE frames it cannot decrypt, so a marked frame that reaches
+/// us holds plaintext.
+fn dave_plaintext(body: &[u8]) -> &[u8] {
+    let n = body.len();
+    if n < DAVE_MIN_TRAILER || body[n - 2..] != DAVE_MAGIC {
+        return body;
+    }
+    let size = usize::from(body[n - 3]);
+    if (DAVE_MIN_TRAILER..=n).contains(&size) {
+        &body[..n - size]
+    } else {
+        body
+    }
 }
 
 fn tick_packet(ssrc: u32, d: &VoiceData) -> TickPacket {
@@ -404,6 +431,45 @@ mod tests {
         );
         assert_eq!(opus_payload(&p, 0, 2, false), Some(&[0xBE, 0xDE][..]));
         assert_eq!(opus_payload(&p, 0, 10_000, true).map(<[u8]>::len), Some(23));
+    }
+
+    #[test]
+    fn the_dave_trailer_is_cut_by_its_size_byte() {
+        // Plaintext 1 2 3 4, then an 8-byte tag, a 1-byte nonce, no ranges, size 12, magic.
+        let mut body = vec![1u8, 2, 3, 4];
+        body.extend([7u8; 8]);
+        body.extend([5, 12, 0xFA, 0xFA]);
+        assert_eq!(dave_plaintext(&body), &[1, 2, 3, 4]);
+        // Through the whole payload cut: extension, body, transport tag and nonce.
+        let mut p = vec![0xBE, 0xDE, 0, 1, 9, 9, 9, 9];
+        p.extend(&body);
+        p.extend([0u8; 20]);
+        let end = p.len() - 20;
+        assert_eq!(opus_payload(&p, 0, end, true), Some(&[1u8, 2, 3, 4][..]));
+        // No marker, a size that does not fit, or too short: left alone.
+        assert_eq!(dave_plaintext(&[1, 2, 3]), &[1, 2, 3]);
+        let mut big = body.clone();
+        let n = big.len();
+        big[n - 3] = 200;
+        assert_eq!(dave_plaintext(&big), &big[..]);
+        let mut small = body.clone();
+        small[n - 3] = 3;
+        assert_eq!(dave_plaintext(&small), &small[..]);
+        assert_eq!(dave_plaintext(&[0xF8, 0xFF, 0xFE]), &[0xF8, 0xFF, 0xFE]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes: no panic, and the result is a prefix that is only shorter for a marked
+        /// frame whose size byte fits.
+        #[test]
+        fn dave_plaintext_is_a_prefix(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let out = dave_plaintext(&body);
+            proptest::prop_assert!(body.starts_with(out));
+            if out.len() < body.len() {
+                proptest::prop_assert!(body.ends_with(&DAVE_MAGIC));
+                proptest::prop_assert_eq!(body.len() - out.len(), usize::from(body[body.len() - 3]));
+            }
+        }
     }
 
     /// 20 ms Opus packets of a 440 Hz tone, as Discord sends them (48 kHz stereo).

@@ -164,6 +164,11 @@ pub struct Config {
     pub speed: f64,
     /// Faults applied from the start.
     pub faults: Faults,
+    /// Negotiate DAVE end-to-end encryption (protocol version 1) in every call; when false,
+    /// `dave_protocol_version` is 0 and audio has transport encryption only.
+    pub dave: bool,
+    /// Timing of the DAVE delivery service.
+    pub dave_timing: crate::dave::DaveTiming,
 }
 
 impl Default for Config {
@@ -190,6 +195,8 @@ impl Default for Config {
             opus_bitrate: 64_000,
             speed: 1.0,
             faults: Faults::default(),
+            dave: true,
+            dave_timing: crate::dave::DaveTiming::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::audio;
 use crate::config::Faults;
+use crate::dave::{DaveCallState, DaveFault};
 use crate::error::{Error, Result};
 use crate::gateway::bot_leave_voice;
 use crate::media::TRAILING_SILENCE;
@@ -400,8 +401,11 @@ impl Control {
             if let Some((_, tx)) = v.ws.take() {
                 let _ = tx.send(VoiceOut::Close(code));
             }
-            if code == 4014 || code == 4006 {
-                st.voice.remove(&guild);
+            if (code == 4014 || code == 4006)
+                && let Some(v) = st.voice.remove(&guild)
+            {
+                st.dave.bot_gone(v.channel_id);
+                st.dave_pump(tokio::time::Instant::now());
             }
             Ok(())
         })
@@ -413,6 +417,73 @@ impl Control {
             st.faults = faults;
             st.fault_rng = crate::rng::Rng::new(faults.seed);
         });
+    }
+
+    /// Arms a one-shot DAVE fault: it applies to the next event it fits (see [`DaveFault`]).
+    pub fn dave_fault(&self, fault: DaveFault) {
+        self.shared.update(|st| st.dave.arm(fault));
+    }
+
+    /// Lets fake users speak as soon as they hold keys themselves, before the bot can decrypt
+    /// them (by default a speech waits until the bot is in the group).
+    pub fn set_dave_early_audio(&self, on: bool) {
+        self.shared.update(|st| st.dave.early_audio = on);
+    }
+
+    /// Downgrades the call in voice `channel` to transport encryption only (op 21 version 0,
+    /// then op 22 once the bot is ready).
+    pub fn dave_downgrade(&self, channel: u64) -> Result<()> {
+        self.check_voice_channel(channel)?;
+        self.shared.update(|st| {
+            let now = tokio::time::Instant::now();
+            let bot_here = st
+                .voice_in_channel(channel)
+                .is_some_and(|v| v.media_ready());
+            let out = st.dave.downgrade(channel, bot_here, now);
+            st.dave_deliver(out.into_iter().map(|m| (channel, m)).collect());
+            st.dave_pump(now);
+        });
+        Ok(())
+    }
+
+    /// Upgrades the call in voice `channel` to DAVE (op 24 epoch 1: every participant makes a
+    /// new key package and the group is formed again).
+    pub fn dave_upgrade(&self, channel: u64) -> Result<()> {
+        self.check_voice_channel(channel)?;
+        self.shared.update(|st| {
+            let users: Vec<u64> = st
+                .users
+                .values()
+                .filter(|u| u.voice_channel == Some(channel))
+                .map(|u| u.id)
+                .collect();
+            let bot_here = st
+                .voice_in_channel(channel)
+                .is_some_and(|v| v.media_ready());
+            let out = st.dave.upgrade(channel, &users, bot_here);
+            st.dave_deliver(out.into_iter().map(|m| (channel, m)).collect());
+            st.dave_pump(tokio::time::Instant::now());
+        });
+        Ok(())
+    }
+
+    /// The DAVE state of the call in voice `channel` (`None` before anyone joined it).
+    pub fn dave_state(&self, channel: u64) -> Option<DaveCallState> {
+        self.shared.lock().dave.state(channel)
+    }
+
+    /// Waits until the call in `channel` satisfies `pred`; returns its state.
+    pub async fn wait_for_dave(
+        &self,
+        channel: u64,
+        timeout: Duration,
+        mut pred: impl FnMut(&DaveCallState) -> bool,
+    ) -> Result<DaveCallState> {
+        self.shared
+            .wait_for(timeout, "DAVE call state", |st| {
+                st.dave.state(channel).filter(|s| pred(s))
+            })
+            .await
     }
 
     /// Changes the pacing (1.0 = real time; larger is faster, up to 50).
@@ -623,8 +694,18 @@ fn set_user_channel(
     if let Some(v) = old.and_then(|c| st.voice_in_channel(c)) {
         v.send(13, json!({"user_id": id.to_string()}));
     }
-    if let Some(v) = channel.and_then(|c| st.voice_in_channel(c)) {
+    if let Some(c) = old {
+        st.dave.user_left(c, id);
+    }
+    let hide = channel.is_some() && st.dave.take_fault(DaveFault::AddWithoutClientsConnect);
+    if let Some(v) = channel.and_then(|c| st.voice_in_channel(c))
+        && !hide
+    {
         v.send(11, json!({"user_ids": [id.to_string()]}));
     }
+    if let Some(c) = channel {
+        st.dave.user_joined(c, id);
+    }
+    st.dave_pump(tokio::time::Instant::now());
     Ok(())
 }

@@ -373,10 +373,12 @@ pub(crate) fn bot_leave_voice(shared: &Shared, st: &mut State, guild: u64, close
         .unwrap_or_default();
     let vs = payloads::voice_state(guild, cfg.bot_user_id, &cfg.bot_name, true, None, &sid);
     st.dispatch_all("VOICE_STATE_UPDATE", &vs);
-    if let Some(v) = st.voice.remove(&guild)
-        && let Some((_, tx)) = v.ws
-    {
-        let _ = tx.send(crate::state::VoiceOut::Close(close.unwrap_or(4014)));
+    if let Some(v) = st.voice.remove(&guild) {
+        st.dave.bot_gone(v.channel_id);
+        if let Some((_, tx)) = v.ws {
+            let _ = tx.send(crate::state::VoiceOut::Close(close.unwrap_or(4014)));
+        }
+        st.dave_pump(tokio::time::Instant::now());
     }
     info!(guild, "bot left voice");
 }

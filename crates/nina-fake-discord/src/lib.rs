@@ -20,11 +20,14 @@
 //! The bot may be in several guilds ([`FakeDiscordBuilder::extra_guild`]); channel ids are
 //! unique across guilds, so [`Control`] methods taking a channel act in its guild.
 //!
-//! See `docs/fake-discord.md` for what is covered and what is not (DAVE is negotiated off).
+//! Calls are end-to-end encrypted with DAVE by default (the fake is the MLS delivery service
+//! and external sender; fake users are `davey` clients); [`FakeDiscordBuilder::dave`] turns it
+//! off. See `docs/fake-discord.md` for what is covered and what is not.
 
 pub mod audio;
 mod config;
 mod control;
+mod dave;
 mod error;
 mod gateway;
 mod media;
@@ -47,6 +50,7 @@ use tracing::info;
 
 pub use config::{Config, CryptoMode, Faults, GuildSpec};
 pub use control::{Control, GuildVoice, Interaction, Snapshot, SpeechHandle};
+pub use dave::{DaveCallState, DaveFault, DaveTiming};
 pub use error::{Error, Result};
 pub use state::{RecordedCommand, RecordedRequest, SpeechReport, Stats};
 
@@ -84,6 +88,18 @@ impl FakeDiscordBuilder {
     /// Faults applied to RTP from the start.
     pub fn faults(mut self, faults: Faults) -> Self {
         self.cfg.faults = faults;
+        self
+    }
+
+    /// Negotiates DAVE end-to-end encryption (the default) or transport encryption only.
+    pub fn dave(mut self, on: bool) -> Self {
+        self.cfg.dave = on;
+        self
+    }
+
+    /// Timing of the DAVE delivery service (commit wait, transition timeout).
+    pub fn dave_timing(mut self, timing: DaveTiming) -> Self {
+        self.cfg.dave_timing = timing;
         self
     }
 

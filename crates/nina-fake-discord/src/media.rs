@@ -1,6 +1,7 @@
 //! Voice UDP: IP discovery, and RTP from the fake users, Opus in `*_rtpsize` AEAD encryption,
 //! paced by a 20 ms clock, with fault injection on the way out.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::audio::SILENCE_FRAME;
 use crate::config::CryptoMode;
+use crate::dave::Send;
 use crate::state::{Shared, State};
 
 /// Length of Discord's IP discovery packet.
@@ -221,6 +223,7 @@ fn make_interval(speed: f64) -> tokio::time::Interval {
 /// One media tick: returns packets to put on the wire (`due`, destination, bytes).
 fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
     let mut out = Vec::new();
+    st.dave_pump(now);
     let faults = st.faults;
     // Channels the bot is connected to with media flowing: a user is heard by the voice
     // connection (one per guild) carrying the user's channel, and only by it.
@@ -243,6 +246,11 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         let Some(sp) = u.speaking.as_mut() else {
             continue;
         };
+        let heard = u.voice_channel.is_some_and(|c| ready.contains(&c));
+        if heard && !sp.started && !u.voice_channel.is_some_and(|c| st.dave.may_start(c, uid)) {
+            // Under DAVE a speech starts once the bot can decrypt it.
+            continue;
+        }
         let burst_start = !sp.started;
         sp.started = true;
         // The shared frames are borrowed, never copied: an `Arc` clone per user and tick.
@@ -274,7 +282,6 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
             }
             continue;
         };
-        let heard = u.voice_channel.is_some_and(|c| ready.contains(&c));
         let (ssrc, seq, ts) = (u.ssrc, u.rtp.seq, u.rtp.ts);
         u.rtp.seq = u.rtp.seq.wrapping_add(1);
         if is_silence {
@@ -308,9 +315,23 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         let (Some(mode), Some(key), Some(peer)) = (v.mode, v.key, v.peer) else {
             continue;
         };
+        // DAVE frame encryption first (by the user's own client), then the transport's.
+        let (payload, epoch) = match st.dave.encrypt(v.channel_id, uid, frame) {
+            Send::Plain => (Cow::Borrowed(frame), 0),
+            Send::Encrypted(b, epoch) => (Cow::Owned(b), epoch),
+            Send::NoKeys => {
+                if let Some(sp) = st.users.get_mut(&uid).and_then(|u| u.speaking.as_mut())
+                    && !is_silence
+                {
+                    sp.report.sent -= 1;
+                    sp.report.dave_unready += 1;
+                }
+                continue;
+            }
+        };
         let nonce = v.nonce;
         v.nonce = v.nonce.wrapping_add(1);
-        let Some(pkt) = rtp_packet(mode, &key, nonce, seq, ts, ssrc, frame) else {
+        let Some(pkt) = rtp_packet(mode, &key, nonce, seq, ts, ssrc, &payload) else {
             warn!("RTP encryption failed");
             continue;
         };
@@ -323,6 +344,9 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
             .speaking
             .as_mut()
             .expect("speech present: looked up above");
+        if !is_silence {
+            *sp.report.epochs.entry(epoch).or_default() += 1;
+        }
         if rng.chance(faults.loss) {
             if is_silence {
                 sp.report.silence_lost += 1;
@@ -409,7 +433,11 @@ mod tests {
         use crate::control::Control;
         use crate::state::{Shared, VoiceConn};
 
-        let cfg = Config::default();
+        // Transport encryption only: this test opens the packets itself.
+        let cfg = Config {
+            dave: false,
+            ..Config::default()
+        };
         let channel = cfg.voice_channels[0].0;
         let cfg_guild = cfg.guild_id;
         let shared = Arc::new(Shared::new(cfg, String::new(), String::new()));
@@ -431,6 +459,7 @@ mod tests {
                 peer: Some("127.0.0.1:9".parse().expect("addr")),
                 nonce: 0,
                 ws: None,
+                backlog: Vec::new(),
             },
         );
         // Three distinct 1-byte "frames", replayed by two users: 7 frames from index 2, so the

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Config, CryptoMode, Faults, GuildSpec};
+use crate::dave::{DaveServer, ToBot};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -62,6 +63,10 @@ pub struct SpeechReport {
     pub reordered: u32,
     /// Sequence numbers of the lost speech frames.
     pub lost_seqs: Vec<u16>,
+    /// Speech frames put on the wire per DAVE epoch (0: no end-to-end encryption).
+    pub epochs: BTreeMap<u64, u32>,
+    /// Speech frames not sent because the user held no DAVE keys (early-audio fault).
+    pub dave_unready: u32,
 }
 
 pub(crate) struct Speech {
@@ -136,6 +141,7 @@ impl GwSession {
 #[derive(Debug)]
 pub(crate) enum VoiceOut {
     Text(String),
+    Binary(Vec<u8>),
     Close(u16),
 }
 
@@ -158,6 +164,8 @@ pub(crate) struct VoiceConn {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) nonce: u32,
     pub(crate) ws: Option<(u64, mpsc::UnboundedSender<VoiceOut>)>,
+    /// DAVE messages waiting for the WebSocket to come back (voice Resume).
+    pub(crate) backlog: Vec<VoiceOut>,
 }
 
 impl VoiceConn {
@@ -170,6 +178,27 @@ impl VoiceConn {
         }
         if let Some((_, tx)) = &self.ws {
             let _ = tx.send(VoiceOut::Text(v.to_string()));
+        }
+    }
+
+    /// Sends a DAVE message, or keeps it for after a Resume when the WebSocket is down.
+    pub(crate) fn send_dave(&mut self, msg: ToBot) {
+        let out = match msg {
+            ToBot::Binary(b) => VoiceOut::Binary(b),
+            ToBot::Json(op, d) => {
+                self.seq += 1;
+                let mut v = serde_json::json!({"op": op, "d": d});
+                if self.version >= 8 {
+                    v["seq"] = self.seq.into();
+                }
+                VoiceOut::Text(v.to_string())
+            }
+        };
+        match &self.ws {
+            Some((_, tx)) => {
+                let _ = tx.send(out);
+            }
+            None => self.backlog.push(out),
         }
     }
 
@@ -228,6 +257,8 @@ pub(crate) struct State {
     pub(crate) next_id: u64,
     pub(crate) next_conn: u64,
     pub(crate) stats: Stats,
+    /// The DAVE delivery service.
+    pub(crate) dave: DaveServer,
 }
 
 impl State {
@@ -253,6 +284,7 @@ impl State {
             next_id: 1_200_000_000_000_000_000,
             next_conn: 1,
             stats: Stats::default(),
+            dave: DaveServer::new(cfg.dave, cfg.bot_user_id, cfg.dave_timing),
         }
     }
 
@@ -317,6 +349,27 @@ impl State {
         self.voice
             .values_mut()
             .find(|v| v.ws.as_ref().is_some_and(|(id, _)| *id == conn_id))
+    }
+
+    /// Moves DAVE forward (rounds, commits, transitions) and delivers its messages.
+    pub(crate) fn dave_pump(&mut self, now: tokio::time::Instant) {
+        let bot_in: Vec<u64> = self
+            .voice
+            .values()
+            .filter(|v| v.media_ready())
+            .map(|v| v.channel_id)
+            .collect();
+        let out = self.dave.advance(now, &bot_in);
+        self.dave_deliver(out);
+    }
+
+    /// Delivers DAVE messages to the bot's connections of their channels.
+    pub(crate) fn dave_deliver(&mut self, out: Vec<(u64, ToBot)>) {
+        for (channel, msg) in out {
+            if let Some(v) = self.voice_in_channel(channel) {
+                v.send_dave(msg);
+            }
+        }
     }
 
     pub(crate) fn user(&mut self, id: u64) -> Result<&mut FakeUser> {

@@ -81,6 +81,7 @@ async fn connection(
             _ = &mut shutdown => { close(&mut ws, 1001).await; break; }
             out = rx.recv() => match out {
                 Some(VoiceOut::Text(t)) => ws.send(Message::text(t)).await?,
+                Some(VoiceOut::Binary(b)) => ws.send(Message::binary(b)).await?,
                 Some(VoiceOut::Close(code)) => { close(&mut ws, code).await; break; }
                 None => break,
             },
@@ -89,8 +90,17 @@ async fn connection(
                 let msg = msg?;
                 if msg.is_close() { break; }
                 if msg.is_binary() {
-                    // DAVE (E2EE) binary opcodes: negotiated off here, so only recorded.
-                    shared.update(|st| st.voice_log.push(RecordedCommand { op: u64::from(msg.as_payload().first().copied().unwrap_or(0)), d: Value::Null }));
+                    // DAVE binary opcodes (26 key package, 28 commit and welcome).
+                    let data: Vec<u8> = msg.as_payload().to_vec();
+                    shared.update(|st| {
+                        st.voice_log.push(RecordedCommand { op: u64::from(data.first().copied().unwrap_or(0)), d: Value::Null });
+                        if let Some(channel) = st.voice_by_ws(conn_id).map(|v| v.channel_id) {
+                            let now = tokio::time::Instant::now();
+                            let out = st.dave.bot_binary(channel, &data, now);
+                            st.dave_deliver(out.into_iter().map(|m| (channel, m)).collect());
+                            st.dave_pump(now);
+                        }
+                    });
                     continue;
                 }
                 let Some(text) = msg.as_text() else { continue };
@@ -162,10 +172,11 @@ fn handle(
                 }
                 let (session_id, token, channel_id) = (bv.session_id.clone(), bv.token.clone(), bv.channel_id);
                 let ssrc = st.ssrc();
-                if let Some(old) = st.voice.remove(&guild)
-                    && let Some((_, otx)) = old.ws
-                {
-                    let _ = otx.send(VoiceOut::Close(4006));
+                if let Some(old) = st.voice.remove(&guild) {
+                    st.dave.bot_gone(old.channel_id);
+                    if let Some((_, otx)) = old.ws {
+                        let _ = otx.send(VoiceOut::Close(4006));
+                    }
                 }
                 let mut conn = VoiceConn {
                     session_id,
@@ -179,6 +190,7 @@ fn handle(
                     peer: None,
                     nonce: 0,
                     ws: Some((conn_id, tx.clone())),
+                    backlog: Vec::new(),
                 };
                 let modes: Vec<&str> = cfg.crypto_modes.iter().map(|m| m.as_str()).collect();
                 let ready = msg(
@@ -210,19 +222,23 @@ fn handle(
                 conn.key = Some(key);
                 conn.peer = Some(SocketAddr::new(addr, port));
                 conn.nonce = 0;
+                let channel = conn.channel_id;
+                let dave_version = st.dave.version_for(channel);
+                let Some(conn) = st.voice_by_ws(conn_id) else {
+                    return Err(4003);
+                };
                 let desc = msg(
                     Some(conn),
                     4,
                     json!({
                         "mode": mode.as_str(),
                         "secret_key": key.to_vec(),
-                        "dave_protocol_version": 0,
+                        "dave_protocol_version": dave_version,
                         "audio_codec": "opus",
                         "video_codec": "H264",
                         "media_session_id": "fake-media-session",
                     }),
                 );
-                let channel = conn.channel_id;
                 let present: Vec<String> = st
                     .users
                     .values()
@@ -235,7 +251,13 @@ fn handle(
                 {
                     out.push(msg(Some(conn), 11, json!({"user_ids": present})));
                 }
-                info!(mode = mode.as_str(), "voice session description sent");
+                if dave_version != 0 {
+                    // The external sender goes after Session Description, which makes the
+                    // bot's DAVE session; it answers with its key package (op 26).
+                    let es = st.dave.external_sender_frame();
+                    let _ = tx.send(VoiceOut::Binary(es));
+                }
+                info!(mode = mode.as_str(), dave_version, "voice session description sent");
                 Ok(out)
             }
             3 => {
@@ -263,7 +285,24 @@ fn handle(
                 conn.version = version;
                 st.stats.voice_resumes += 1;
                 info!(guild, "voice resumed");
+                // DAVE messages that waited for the socket follow Resumed (op 9).
+                let backlog = std::mem::take(&mut conn.backlog);
+                for out in backlog {
+                    let _ = tx.send(out);
+                }
                 Ok(vec![json!({"op": 9, "d": null}).to_string()])
+            }
+            23 | 31 => {
+                let tid = d["transition_id"].as_u64().and_then(|t| u16::try_from(t).ok()).unwrap_or(0);
+                if let Some(channel) = st.voice_by_ws(conn_id).map(|v| v.channel_id) {
+                    if op == 23 {
+                        st.dave.bot_ready(channel, tid);
+                    } else {
+                        st.dave.bot_invalid(channel, tid);
+                    }
+                    st.dave_pump(tokio::time::Instant::now());
+                }
+                Ok(vec![])
             }
             _ => Ok(vec![]),
         }

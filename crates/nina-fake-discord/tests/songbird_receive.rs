@@ -1,7 +1,8 @@
 //! Acceptance: a minimal songbird receiver (twilight front end, `receive` feature) runs as a
 //! child process trusting the fake's CA through `SSL_CERT_FILE`, joins a voice channel with
 //! three fake users speaking real speech at the same time, and must decode each user's audio
-//! under the right user id. With two guilds, the receiver joins a channel in each and must hear
+//! under the right user id. Calls are DAVE end-to-end encrypted (one test has transport
+//! encryption only); songbird decrypts and the receiver decodes. With two guilds, the receiver joins a channel in each and must hear
 //! each guild's speaker on that guild's connection only.
 
 mod common;
@@ -49,7 +50,34 @@ struct Received {
 
 // ---------------------------------------------------------------- the receiver (child) ---
 
-struct Handler(Arc<Mutex<Received>>);
+struct Handler {
+    received: Arc<Mutex<Received>>,
+    /// One Opus decoder per SSRC (48 kHz mono).
+    decoders: Arc<Mutex<HashMap<u32, opus2::Decoder>>>,
+}
+
+/// The Opus frame of a received packet, cut the way a DAVE-aware receiver must: after the
+/// encrypted header extension, before the transport tag and nonce (20 bytes here), and before
+/// the DAVE trailer that songbird 0.6.1 leaves behind the plaintext it decrypted in place
+/// (`tag ‖ nonce ‖ size ‖ FA FA`: `size` counts the whole trailer).
+fn opus_of(payload: &[u8], extension: bool) -> &[u8] {
+    let ext = if extension && payload.len() >= 4 {
+        4 + 4 * usize::from(u16::from_be_bytes([payload[2], payload[3]]))
+    } else {
+        0
+    };
+    let body = payload
+        .get(ext..payload.len().saturating_sub(20))
+        .unwrap_or(&[]);
+    let n = body.len();
+    if n >= 11 && body[n - 2..] == [0xFA, 0xFA] {
+        let size = usize::from(body[n - 3]);
+        if (11..=n).contains(&size) {
+            return &body[..n - size];
+        }
+    }
+    body
+}
 
 #[async_trait::async_trait]
 impl songbird::events::EventHandler for Handler {
@@ -58,7 +86,7 @@ impl songbird::events::EventHandler for Handler {
         ctx: &songbird::events::EventContext<'_>,
     ) -> Option<songbird::events::Event> {
         use songbird::events::EventContext as E;
-        let mut r = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.received.lock().unwrap_or_else(|p| p.into_inner());
         match ctx {
             E::SpeakingStateUpdate(s) => {
                 if let Some(u) = s.user_id {
@@ -67,42 +95,41 @@ impl songbird::events::EventHandler for Handler {
             }
             E::ClientDisconnect(d) => r.disconnects.push(d.user_id.0),
             E::VoiceTick(t) => {
+                let mut decoders = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
                 for (ssrc, data) in &t.speaking {
-                    let Some(pcm) = &data.decoded_voice else {
+                    let Some(dec) = (match decoders.entry(*ssrc) {
+                        std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            opus2::Decoder::new(48_000, opus2::Channels::Mono)
+                                .ok()
+                                .map(|d| v.insert(d))
+                        }
+                    }) else {
                         continue;
                     };
-                    let kind = match &data.packet {
-                        None => 'G',
+                    let mut frame = vec![0i16; FRAME_SAMPLES];
+                    // songbird only decrypts here (its own decoder would read the DAVE trailer
+                    // as Opus); a missing packet is concealed.
+                    let (kind, decoded) = match &data.packet {
+                        None => ('G', dec.decode(&[], &mut frame, false)),
                         Some(p) => {
                             let rtp = p.rtp();
                             let payload = songbird::packet::Packet::payload(&rtp);
-                            // Opus sits after the extension and before the 16-byte tag + 4-byte nonce.
-                            let ext = if songbird::packet::rtp::RtpPacket::get_extension(&rtp) != 0
-                                && payload.len() >= 4
-                            {
-                                4 + 4 * usize::from(u16::from_be_bytes([payload[2], payload[3]]))
-                            } else {
-                                0
-                            };
-                            let opus = payload
-                                .get(ext..payload.len().saturating_sub(20))
-                                .unwrap_or(&[]);
-                            if opus == audio::SILENCE_FRAME {
+                            let ext = songbird::packet::rtp::RtpPacket::get_extension(&rtp) != 0;
+                            let opus = opus_of(payload, ext);
+                            let kind = if opus == audio::SILENCE_FRAME {
                                 'Z'
                             } else {
                                 'S'
-                            }
+                            };
+                            (kind, dec.decode(opus, &mut frame, false))
                         }
                     };
                     let s = r.streams.entry(*ssrc).or_default();
                     s.kinds.push(kind);
-                    // One tick is 20 ms. songbird's loss concealment with a mono decoder returns
-                    // 40 ms (its buffer is sized for stereo), so keep exactly one frame per tick.
-                    if pcm.len() != FRAME_SAMPLES {
+                    if decoded.map_or(true, |n| n != FRAME_SAMPLES) {
                         s.odd_sized += 1;
                     }
-                    let mut frame = pcm.clone();
-                    frame.resize(FRAME_SAMPLES, 0);
                     s.samples.extend_from_slice(&frame);
                 }
             }
@@ -133,12 +160,8 @@ fn child_main(job: Job) -> anyhow::Result<()> {
             Arc::new(map),
             twilight_model::id::Id::<twilight_model::id::marker::UserMarker>::new(job.bot_user_id),
         ));
-        let mut config = songbird::Config::default().decode_mode(
-            songbird::driver::DecodeMode::Decode(songbird::driver::DecodeConfig::new(
-                songbird::driver::Channels::Mono,
-                songbird::driver::SampleRate::Hz48000,
-            )),
-        );
+        let mut config =
+            songbird::Config::default().decode_mode(songbird::driver::DecodeMode::Decrypt);
         if job.xchacha {
             config = config.crypto_mode(songbird::driver::CryptoMode::XChaCha20Poly1305);
         }
@@ -169,13 +192,20 @@ fn child_main(job: Job) -> anyhow::Result<()> {
                 )
                 .await?;
             let received = Arc::new(Mutex::new(Received::default()));
+            let decoders = Arc::new(Mutex::new(HashMap::new()));
             let mut c = call.lock().await;
             for ev in [
                 songbird::CoreEvent::SpeakingStateUpdate,
                 songbird::CoreEvent::VoiceTick,
                 songbird::CoreEvent::ClientDisconnect,
             ] {
-                c.add_global_event(ev.into(), Handler(received.clone()));
+                c.add_global_event(
+                    ev.into(),
+                    Handler {
+                        received: received.clone(),
+                        decoders: decoders.clone(),
+                    },
+                );
             }
             results.push((*guild, received));
         }
@@ -225,11 +255,12 @@ struct UserResult {
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn run(faults: Faults, xchacha: bool) -> Vec<UserResult> {
+async fn run(faults: Faults, xchacha: bool, dave: bool) -> Vec<UserResult> {
     let _serial = SERIAL.lock().await;
     let speeches = common::three_speeches();
     let fake = FakeDiscord::builder()
         .faults(faults)
+        .dave(dave)
         .start()
         .await
         .expect("fake starts");
@@ -296,6 +327,7 @@ async fn run(faults: Faults, xchacha: bool) -> Vec<UserResult> {
         let _ = stdin.write_all(b"stop\n");
     }
     let status = wait_child(&mut child, Duration::from_secs(60));
+
     assert!(status, "receiver child failed; log:\n{}", log());
     let received = read_received(out.path(), cfg.guild_id);
 
@@ -436,7 +468,7 @@ fn analyse(wav: &Path, opus: &[Vec<u8>], report: SpeechReport, stream: &Stream) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_users_speaking_at_once_are_decoded_and_attributed() {
-    let results = run(Faults::default(), false).await;
+    let results = run(Faults::default(), false, true).await;
     for r in &results {
         println!(
             "user {}: ssrc {} frames {} corr {:.4} (opus alone {:.4}) snr {:.1} dB duration error {:+.1} ms gaps {}",
@@ -476,7 +508,8 @@ async fn five_percent_loss_with_reordering_keeps_attribution_and_counts_gaps() {
         jitter: Duration::from_millis(5),
         seed: 42,
     };
-    let results = run(faults, true).await;
+    // Transport encryption only (DAVE negotiated off): the one songbird test without DAVE.
+    let results = run(faults, true, false).await;
     let mut total_lost = 0;
     for r in &results {
         let lost = (r.report.lost + r.report.silence_lost) as usize;
@@ -640,5 +673,163 @@ async fn a_bot_in_two_guilds_gets_two_voice_sessions_each_with_its_own_speaker()
         );
         assert_eq!(r.gaps, 0);
         assert!(r.correlation > 0.9, "correlation {}", r.correlation);
+    }
+}
+
+/// DAVE twin of the three-user test: Alice and Bob share a group before the bot joins; Carol
+/// joins while Alice and Bob speak (a new epoch), Bob leaves while Alice speaks (another). Every
+/// stream must decode and be attributed, and the packets lost around each epoch change are
+/// counted (none when the fake orders the transition as Discord does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dave_users_joining_and_leaving_mid_call_stay_decoded_and_attributed() {
+    let _serial = SERIAL.lock().await;
+    let speeches = common::three_speeches();
+    let fake = FakeDiscord::builder().start().await.expect("fake starts");
+    let control = fake.control();
+    let cfg = fake.config().clone();
+    let channel = cfg.voice_channels[0].0;
+    let alice = control.add_user("alice");
+    let bob = control.add_user("bob");
+    let carol = control.add_user("carol");
+    control.join_voice(alice, channel).expect("alice joins");
+    control.join_voice(bob, channel).expect("bob joins");
+    let before = control.dave_state(channel).expect("call");
+    assert_eq!(
+        (before.epoch, before.members.len()),
+        (1, 2),
+        "Alice and Bob share a group"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = Job {
+        gateway_url: fake.gateway_url(),
+        token: cfg.token.clone(),
+        bot_user_id: cfg.bot_user_id,
+        calls: vec![(cfg.guild_id, channel)],
+        xchacha: false,
+        out_dir: out.path().to_path_buf(),
+    };
+    let mut child = start_receiver(&fake, &job, out.path()).await;
+    let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
+    let joined = control
+        .wait_for_dave(channel, Duration::from_secs(30), |s| {
+            s.bot_in_sync && s.members.contains(&cfg.bot_user_id) && !s.transition_pending
+        })
+        .await;
+    let joined = match joined {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("the bot never joined the DAVE group ({e}); log:\n{}", log());
+        }
+    };
+    assert_eq!(joined.epoch, 2, "the bot's join is epoch 2");
+    assert_eq!(joined.bot_key_packages, 1);
+
+    // Alice speaks for 10 s (her clip, looped), Bob once; Carol joins after a second.
+    let pcm = audio::load_wav_mono_48k(&speeches[0]).expect("clip");
+    let alice_frames: Arc<[Vec<u8>]> = audio::encode_opus_frames(&pcm, cfg.opus_bitrate)
+        .expect("encode")
+        .into();
+    let h_alice = control
+        .speak_opus_shared(alice, alice_frames, 0, 500)
+        .expect("alice speaks");
+    let h_bob = control
+        .speak_wav(bob, &speeches[1])
+        .await
+        .expect("bob speaks");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    control.join_voice(carol, channel).expect("carol joins");
+    let with_carol = control
+        .wait_for_dave(channel, Duration::from_secs(10), |s| {
+            s.members.contains(&carol) && !s.transition_pending
+        })
+        .await
+        .expect("carol's epoch executes");
+    assert_eq!(with_carol.epoch, 3);
+    let h_carol = control
+        .speak_wav(carol, &speeches[2])
+        .await
+        .expect("carol speaks");
+    let bob_frames = h_bob.opus_frames.clone();
+    let r_bob = h_bob
+        .finished(Duration::from_secs(30))
+        .await
+        .expect("bob done");
+    // Leaving drops the receiver's state for Bob at once (op 13): let his last packets out of
+    // its playout buffer first, as a person does not hang up mid-word.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    control.leave_voice(bob).expect("bob leaves");
+    let without_bob = control
+        .wait_for_dave(channel, Duration::from_secs(10), |s| {
+            !s.members.contains(&bob) && !s.transition_pending
+        })
+        .await
+        .expect("bob's removal executes");
+    assert_eq!(without_bob.epoch, 4);
+    let carol_frames = h_carol.opus_frames.clone();
+    let r_carol = h_carol
+        .finished(Duration::from_secs(30))
+        .await
+        .expect("carol done");
+    let r_alice = h_alice
+        .finished(Duration::from_secs(30))
+        .await
+        .expect("alice done");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)),
+        "receiver child failed; log:\n{}",
+        log()
+    );
+    let end = control.dave_state(channel).expect("call");
+    assert_eq!(
+        end.transitions_timed_out, 0,
+        "the bot answered every transition"
+    );
+    assert_eq!(end.bot_invalid_reports, 0);
+    let received = read_received(out.path(), cfg.guild_id);
+    // Alice spoke through both epoch changes: her frames went out under epochs 2, 3 and 4.
+    assert!(
+        [2, 3, 4]
+            .iter()
+            .all(|e| r_alice.epochs.get(e).copied().unwrap_or(0) > 0),
+        "alice's frames per epoch: {:?}",
+        r_alice.epochs
+    );
+    for r in [&r_alice, &r_bob, &r_carol] {
+        assert_eq!(
+            received.ssrc_user.get(&r.ssrc),
+            Some(&r.user_id),
+            "SSRC {} attributed to {}",
+            r.ssrc,
+            r.user_id
+        );
+        let stream = &received.streams[&r.ssrc];
+        // A packet that DAVE drops in mid-stream shows as a concealed gap. Packets that arrived
+        // (speech and trailing silence; a speech frame may itself be a silence frame) are
+        // also counted against those sent: the receiver may hold one back at an end.
+        let gaps = stream.kinds.chars().filter(|k| *k == 'G').count();
+        let arrived = stream.kinds.chars().filter(|k| *k != 'G').count();
+        let sent = (r.sent + r.silence_frames) as usize;
+        println!(
+            "user {}: sent {sent} (speech per epoch {:?}), arrived {arrived}, lost in mid-stream {gaps} ({:.0} ms)",
+            r.user_id,
+            r.epochs,
+            gaps as f64 * 20.0,
+        );
+        assert_eq!(r.lost, 0, "no network loss injected");
+        assert_eq!(gaps, 0, "no frame may be lost to an epoch change");
+        assert!(arrived + 1 >= sent, "{arrived} of {sent} packets arrived");
+    }
+    for (r, wav, frames) in [
+        (r_bob, &speeches[1], bob_frames),
+        (r_carol, &speeches[2], carol_frames),
+    ] {
+        let stream = &received.streams[&r.ssrc];
+        let res = analyse(wav, &frames, r, stream);
+        assert!(res.correlation > 0.9, "correlation {}", res.correlation);
     }
 }
