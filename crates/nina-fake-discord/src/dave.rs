@@ -40,10 +40,12 @@ pub(crate) const DAVE_VERSION: u16 = 1;
 /// A DAVE failure the fake can be told to cause (see [`crate::Control::dave_fault`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum DaveFault {
-    /// The next commit announced to the bot (op 29) is garbage: the bot must report it
-    /// (op 31), start over with a new key package and be welcomed back.
+    /// The next commit announced to the bot (op 29) is corrupt (it parses, its signature does
+    /// not verify): the bot must report it (op 31), start over with a new key package and be
+    /// welcomed back.
     GarbageCommit,
-    /// The next welcome sent to the bot (op 30) does not match its key package.
+    /// The next welcome sent to the bot (op 30) cannot be opened (its encrypted group info is
+    /// corrupt).
     MismatchedWelcome,
     /// The next fake user to join a channel is proposed to the bot without a Clients Connect
     /// (op 11) first: the bot refuses the proposal and cannot follow the commit.
@@ -156,6 +158,9 @@ pub(crate) struct Call {
     members: BTreeSet<u64>,
     /// Fake users in the channel, each a DAVE client.
     fakes: BTreeMap<u64, DaveSession>,
+    /// Clients of users who left while their leaf is still in the group: they follow commits
+    /// until their removal executes (a user may leave and come back meanwhile).
+    departed: BTreeMap<u64, DaveSession>,
     /// Key packages waiting to be added (fake users and the bot).
     joining: BTreeMap<u64, KeyPackage>,
     /// Members to remove.
@@ -265,6 +270,7 @@ impl DaveServer {
             epoch: 0,
             members: BTreeSet::new(),
             fakes: BTreeMap::new(),
+            departed: BTreeMap::new(),
             joining: BTreeMap::new(),
             leaving: BTreeSet::new(),
             bot_in_sync: false,
@@ -334,10 +340,12 @@ impl DaveServer {
     pub(crate) fn user_left(&mut self, channel: u64, uid: u64) {
         let call = self.call(channel);
         call.joining.remove(&uid);
+        let session = call.fakes.remove(&uid);
         if call.members.contains(&uid) {
             call.leaving.insert(uid);
-        } else {
-            call.fakes.remove(&uid);
+            if let Some(s) = session {
+                call.departed.insert(uid, s);
+            }
         }
     }
 
@@ -383,12 +391,7 @@ impl DaveServer {
     }
 
     /// A binary frame from the bot (op 26 or 28) on its connection to `channel`.
-    pub(crate) fn bot_binary(
-        &mut self,
-        channel: u64,
-        data: &[u8],
-        now: Instant,
-    ) -> Vec<ToBot> {
+    pub(crate) fn bot_binary(&mut self, channel: u64, data: &[u8], now: Instant) -> Vec<ToBot> {
         let bot = self.bot;
         match data.first() {
             Some(26) => {
@@ -753,25 +756,31 @@ impl DaveServer {
             call.joining.remove(&c);
             call.members.insert(c);
         }
+        // The key packages are used: one that arrives from now on is a newer one.
+        for u in &round.adds {
+            call.joining.remove(u);
+        }
         let bot_joins = round.adds.contains(&bot);
         let bot_stays = call.members.contains(&bot) && !round.removes.contains(&bot);
         let mut out = Vec::new();
         let mut waiting_bot = false;
         if bot_joins {
-            let w = if bad_welcome {
-                vec![0x00, 0x01, 0xde, 0xad, 0xbe, 0xef]
-            } else {
-                welcome.clone().unwrap_or_default()
-            };
+            let mut w = welcome.clone().unwrap_or_default();
+            if bad_welcome {
+                // The last byte is in the encrypted group info: the welcome parses, and fails.
+                corrupt_last_byte(&mut w);
+            }
             out.push(ToBot::Binary(tid_frame(30, tid, &w)));
             call.bot_in_sync = true;
             waiting_bot = true;
         } else if bot_stays && call.bot_in_sync {
-            let c = if garbage {
-                vec![0x00, 0x01, 0x00, 0x01, 0xff, 0xff, 0xff]
-            } else {
-                commit.clone()
-            };
+            let mut c = commit.clone();
+            if garbage {
+                // The last byte is in the signature: the commit parses, and fails to verify.
+                // (Unparsable bytes would do too, but tls_codec 0.4.2 debug-asserts on some
+                // length prefixes, which would crash a debug build of the bot instead.)
+                corrupt_last_byte(&mut c);
+            }
             out.push(ToBot::Binary(tid_frame(29, tid, &c)));
             waiting_bot = true;
         }
@@ -819,9 +828,6 @@ impl DaveServer {
             .filter(|u| !call.leaving.contains(u))
             .chain(call.joining.keys().copied())
             .collect();
-        for u in &call.leaving {
-            call.fakes.remove(u);
-        }
         call.reset_group();
         call.stats.resets += 1;
         let mut out = Vec::new();
@@ -896,6 +902,7 @@ impl Call {
 
     /// Forgets the group; everyone left in the channel starts over with a pending group.
     fn reset_group(&mut self) {
+        self.departed.clear();
         self.members.clear();
         self.leaving.clear();
         self.joining.clear();
@@ -912,6 +919,7 @@ impl Call {
         let views = |staying: bool| {
             self.fakes
                 .iter()
+                .chain(self.departed.iter())
                 .filter(move |(u, s)| {
                     self.members.contains(u)
                         && s.is_ready()
@@ -948,10 +956,15 @@ impl Call {
                 for u in &removes {
                     self.members.remove(u);
                     self.leaving.remove(u);
-                    if *u != bot && !adds.contains(u) {
+                    if self.departed.remove(u).is_none() && *u != bot && !adds.contains(u) {
                         self.fakes.remove(u);
                     }
                 }
+                // Departed users still in the group follow the commit (their views of the
+                // tree serve later removals); one that cannot is simply dropped.
+                let members = &self.members;
+                self.departed
+                    .retain(|uid, s| members.contains(uid) && s.process_commit(&commit).is_ok());
                 let mut broken = Vec::new();
                 for (uid, s) in self.fakes.iter_mut() {
                     if adds.contains(uid) {
@@ -969,8 +982,11 @@ impl Call {
                     }
                 }
                 for u in &adds {
-                    self.joining.remove(u);
                     self.members.insert(*u);
+                }
+                if self.members.contains(&bot) && !self.bot_in_sync {
+                    // The bot reported this commit or welcome invalid: its leaf is stale.
+                    self.leaving.insert(bot);
                 }
                 self.epoch = new_epoch;
                 self.stats.epoch_changes += 1;
@@ -992,6 +1008,12 @@ impl Call {
             }
         }
         out
+    }
+}
+
+fn corrupt_last_byte(bytes: &mut [u8]) {
+    if let Some(b) = bytes.last_mut() {
+        *b ^= 0x55;
     }
 }
 
@@ -1066,5 +1088,164 @@ mod tests {
         d.advance(now, &[]);
         let st = d.state(CH).expect("call");
         assert_eq!((st.epoch, st.members.len(), st.resets), (0, 0, 1));
+    }
+
+    /// A bot simulated with davey, answering the server as songbird 0.6.1 does.
+    struct SimBot {
+        s: DaveSession,
+        recognized: Vec<u64>,
+        invalid: u32,
+    }
+
+    impl SimBot {
+        fn join(d: &mut DaveServer, now: Instant) -> Self {
+            let mut s = DaveSession::new(version(), BOT, CH, None).expect("session");
+            s.set_external_sender(&d.external_sender)
+                .expect("external sender");
+            let kp = s.create_key_package().expect("kp");
+            d.call(CH);
+            let out = d.bot_binary(CH, &[&[26u8][..], &kp].concat(), now);
+            assert!(out.is_empty());
+            Self {
+                s,
+                recognized: Vec::new(),
+                invalid: 0,
+            }
+        }
+
+        /// Handles the server's messages; returns the bot's binary replies and op 23/31.
+        fn handle(&mut self, d: &mut DaveServer, msgs: Vec<ToBot>, now: Instant) -> Vec<ToBot> {
+            let mut replies = Vec::new();
+            for m in msgs {
+                match m {
+                    ToBot::Binary(b) if b[0] == 27 => {
+                        if let Ok(Some(cw)) = self.s.process_proposals(
+                            ProposalsOperationType::APPEND,
+                            &b[2..],
+                            Some(&self.recognized),
+                        ) {
+                            let frame =
+                                [&[28u8][..], &cw.commit, &cw.welcome.unwrap_or_default()].concat();
+                            replies.extend(d.bot_binary(CH, &frame, now));
+                        }
+                    }
+                    ToBot::Binary(b) if b[0] == 29 || b[0] == 30 => {
+                        let tid = u16::from_be_bytes([b[1], b[2]]);
+                        let ok = if b[0] == 29 {
+                            self.s.process_commit(&b[3..]).is_ok()
+                        } else {
+                            self.s.process_welcome(&b[3..]).is_ok()
+                        };
+                        if ok {
+                            d.bot_ready(CH, tid);
+                        } else {
+                            self.invalid += 1;
+                            d.bot_invalid(CH, tid);
+                            self.rekey(d, now);
+                        }
+                    }
+                    ToBot::Json(24, _) => self.rekey(d, now),
+                    _ => {}
+                }
+            }
+            replies
+        }
+
+        fn rekey(&mut self, d: &mut DaveServer, now: Instant) {
+            self.s.reinit(version(), BOT, CH, None).expect("reinit");
+            let kp = self.s.create_key_package().expect("kp");
+            d.bot_binary(CH, &[&[26u8][..], &kp].concat(), now);
+        }
+
+        /// Runs the server and this bot until nothing moves.
+        fn settle(&mut self, d: &mut DaveServer, now: &mut Instant) {
+            for _ in 0..50 {
+                let out: Vec<ToBot> = d.advance(*now, &[CH]).into_iter().map(|(_, m)| m).collect();
+                let replies = self.handle(d, out, *now);
+                let more = self.handle(d, replies, *now);
+                assert!(more.is_empty());
+                *now += Duration::from_millis(100);
+            }
+        }
+    }
+
+    fn reads(d: &mut DaveServer, bot: &mut SimBot, uid: u64) -> bool {
+        let opus = [0x78u8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+        match d.encrypt(CH, uid, &opus) {
+            Send::Encrypted(ct, _) => bot
+                .s
+                .decrypt(uid, davey::MediaType::AUDIO, &ct)
+                .is_ok_and(|p| p == opus),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_bot_joins_follows_joins_and_leaves_and_recovers_from_faults() {
+        let mut d = server();
+        let mut now = Instant::now();
+        d.user_joined(CH, 1);
+        d.user_joined(CH, 2);
+        d.advance(now, &[]);
+        let mut bot = SimBot::join(&mut d, now);
+        bot.recognized = vec![1, 2, 3, 4];
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert_eq!((st.epoch, st.bot_in_sync, st.members.len()), (2, true, 3));
+        assert!(d.may_start(CH, 1) && reads(&mut d, &mut bot, 1));
+        // A third user joins: the bot's commit is taken (it answers within the wait).
+        d.user_joined(CH, 3);
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert_eq!((st.epoch, st.bot_commits_used), (3, 1));
+        assert!(reads(&mut d, &mut bot, 3));
+        // User 1 leaves and comes back before anything executes.
+        d.user_left(CH, 1);
+        d.user_joined(CH, 1);
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert!(st.members.contains(&1) && st.bot_in_sync && !st.transition_pending);
+        assert!(
+            reads(&mut d, &mut bot, 1),
+            "the returning user's new keys are known"
+        );
+        // A garbage commit: the bot reports it, starts over and is welcomed back.
+        d.arm(DaveFault::GarbageCommit);
+        d.user_joined(CH, 4);
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert_eq!(
+            (bot.invalid, st.bot_invalid_reports, st.bot_in_sync),
+            (1, 1, true)
+        );
+        assert!(reads(&mut d, &mut bot, 4) && reads(&mut d, &mut bot, 2));
+        // A mismatched welcome on the way back from another garbage commit.
+        d.arm(DaveFault::GarbageCommit);
+        d.arm(DaveFault::MismatchedWelcome);
+        d.user_left(CH, 4);
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert_eq!((bot.invalid, st.bot_in_sync), (3, true), "{st:?}");
+        assert!(!st.members.contains(&4));
+        assert!(reads(&mut d, &mut bot, 3));
+        // A stuck transition: nothing executes, until the bot leaves; the group is rebuilt.
+        d.arm(DaveFault::StuckTransition);
+        d.user_left(CH, 3);
+        bot.settle(&mut d, &mut now);
+        assert!(d.state(CH).expect("call").transition_pending);
+        d.bot_gone(CH);
+        d.advance(now, &[]);
+        let st = d.state(CH).expect("call");
+        assert!(!st.transition_pending && !st.members.contains(&BOT));
+        // Everybody but the bot leaves: the bot is alone and told to reset (op 24).
+        let mut bot = SimBot::join(&mut d, now);
+        bot.recognized = vec![1, 2];
+        bot.settle(&mut d, &mut now);
+        assert!(reads(&mut d, &mut bot, 1));
+        d.user_left(CH, 1);
+        d.user_left(CH, 2);
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert_eq!((st.epoch, st.resets), (0, 1));
     }
 }

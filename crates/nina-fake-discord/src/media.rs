@@ -247,11 +247,25 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
             continue;
         };
         let heard = u.voice_channel.is_some_and(|c| ready.contains(&c));
-        if heard && !sp.started && !u.voice_channel.is_some_and(|c| st.dave.may_start(c, uid)) {
-            // Under DAVE a speech starts once the bot can decrypt it.
+        if heard && !sp.started {
+            if !u.voice_channel.is_some_and(|c| st.dave.may_start(c, uid)) {
+                // Under DAVE a speech starts once the bot can decrypt it.
+                continue;
+            }
+            // Speaking (op 5) goes out one tick before the audio, as a client announces it
+            // before it sends: a DAVE receiver can only decrypt an SSRC it can map to a user.
+            sp.started = true;
+            if let Some(v) = u
+                .voice_channel
+                .and_then(|c| st.voice.values_mut().find(|v| v.channel_id == c))
+            {
+                v.send(
+                    5,
+                    json!({"user_id": uid.to_string(), "ssrc": u.ssrc, "speaking": 1, "delay": 0}),
+                );
+            }
             continue;
         }
-        let burst_start = !sp.started;
         sp.started = true;
         // The shared frames are borrowed, never copied: an `Arc` clone per user and tick.
         let shared = sp.frames.clone();
@@ -306,12 +320,6 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         else {
             continue;
         };
-        if burst_start {
-            v.send(
-                5,
-                json!({"user_id": uid.to_string(), "ssrc": ssrc, "speaking": 1, "delay": 0}),
-            );
-        }
         let (Some(mode), Some(key), Some(peer)) = (v.mode, v.key, v.peer) else {
             continue;
         };
@@ -485,8 +493,9 @@ mod tests {
         let mut got: std::collections::HashMap<u32, Vec<(u16, u32, Vec<u8>)>> = Default::default();
         let now = Instant::now();
         let mut ticks = 0;
-        // 7 speech + 5 silence frames, then one tick to report: 13 ticks.
-        for _ in 0..13 {
+        // One tick announcing the speech (op 5), 7 speech + 5 silence frames, then one tick to
+        // report: 14 ticks.
+        for _ in 0..14 {
             ticks += 1;
             let mut st = shared.lock();
             for (_, _, pkt) in tick(&mut st, now) {
@@ -494,7 +503,7 @@ mod tests {
                 got.entry(ssrc).or_default().push((seq, ts, body));
             }
         }
-        assert_eq!(ticks, 13);
+        assert_eq!(ticks, 14);
         assert_eq!(
             Arc::strong_count(&frames),
             1,

@@ -833,3 +833,156 @@ async fn under_dave_users_joining_and_leaving_mid_call_stay_decoded_and_attribut
         assert!(res.correlation > 0.9, "correlation {}", res.correlation);
     }
 }
+
+/// The DAVE faults a bot must survive, one after another in one call, with songbird as the
+/// bot: a garbage commit, a welcome that does not match, and a member proposed without Clients
+/// Connect. After each, songbird reports the failure (op 31), sends a new key package, is
+/// welcomed back, and a user speaking afterwards is decoded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dave_songbird_recovers_from_each_fault_and_hears_again() {
+    use nina_fake_discord::DaveFault;
+
+    let _serial = SERIAL.lock().await;
+    let speeches = common::three_speeches();
+    let fake = FakeDiscord::builder().start().await.expect("fake starts");
+    let control = fake.control();
+    let cfg = fake.config().clone();
+    let channel = cfg.voice_channels[0].0;
+    let users: Vec<u64> = ["alice", "bob", "carol", "dave"]
+        .iter()
+        .map(|n| control.add_user(n))
+        .collect();
+    control.join_voice(users[0], channel).expect("alice joins");
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = Job {
+        gateway_url: fake.gateway_url(),
+        token: cfg.token.clone(),
+        bot_user_id: cfg.bot_user_id,
+        calls: vec![(cfg.guild_id, channel)],
+        xchacha: false,
+        out_dir: out.path().to_path_buf(),
+    };
+    let mut child = start_receiver(&fake, &job, out.path()).await;
+    let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
+    let in_sync = |s: &nina_fake_discord::DaveCallState| {
+        s.bot_in_sync && s.members.contains(&cfg.bot_user_id) && !s.transition_pending
+    };
+    if let Err(e) = control
+        .wait_for_dave(channel, Duration::from_secs(30), in_sync)
+        .await
+    {
+        let _ = child.kill();
+        panic!("the bot never joined the DAVE group ({e}); log:\n{}", log());
+    }
+    let mut reports = Vec::new();
+    // Each round is set off by a membership change (the next user joins) and expects one op 31
+    // per fault. A mismatched welcome needs the bot to be joining: a garbage commit first
+    // makes it start over, and the welcome that would take it back is the mismatched one.
+    let rounds = [
+        vec![DaveFault::GarbageCommit],
+        vec![DaveFault::GarbageCommit, DaveFault::MismatchedWelcome],
+        vec![DaveFault::AddWithoutClientsConnect],
+    ];
+    for (i, fault) in rounds.into_iter().enumerate() {
+        let before = control.dave_state(channel).expect("call");
+        for f in &fault {
+            control.dave_fault(*f);
+        }
+        control
+            .join_voice(users[i + 1], channel)
+            .expect("user joins");
+        let after = control
+            .wait_for_dave(channel, Duration::from_secs(30), |s| {
+                in_sync(s)
+                    && s.members.contains(&users[i + 1])
+                    && s.bot_key_packages >= before.bot_key_packages + fault.len() as u32
+            })
+            .await;
+        let after = match after {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "no recovery from {fault:?} ({e}): {:?}; log:\n{}",
+                    control.dave_state(channel),
+                    log()
+                );
+            }
+        };
+        println!("{fault:?}: {before:?} -> {after:?}");
+        assert_eq!(
+            after.bot_invalid_reports,
+            before.bot_invalid_reports + fault.len() as u32,
+            "{fault:?}: the bot reports each failure (op 31)"
+        );
+        // The user who just joined speaks, and must be heard.
+        let h = control
+            .speak_wav(users[i + 1], &speeches[i % 3])
+            .await
+            .expect("speech");
+        reports.push(h.finished(Duration::from_secs(30)).await.expect("spoken"));
+    }
+    // Downgrade to transport encryption only, speak, upgrade back to DAVE, speak.
+    control.dave_downgrade(channel).expect("downgrade");
+    let down = control
+        .wait_for_dave(channel, Duration::from_secs(10), |s| {
+            s.protocol_version == 0 && !s.transition_pending
+        })
+        .await
+        .expect("downgrade executes");
+    assert_eq!(
+        down.transitions_timed_out, 0,
+        "the bot answered the downgrade"
+    );
+    let h = control
+        .speak_wav(users[0], &speeches[0])
+        .await
+        .expect("speech");
+    let plain = h.finished(Duration::from_secs(30)).await.expect("spoken");
+    assert_eq!(plain.epochs.keys().copied().collect::<Vec<_>>(), vec![0]);
+    reports.push(plain);
+    let kps = control.dave_state(channel).expect("call").bot_key_packages;
+    control.dave_upgrade(channel).expect("upgrade");
+    control
+        .wait_for_dave(channel, Duration::from_secs(30), |s| {
+            s.protocol_version == 1 && in_sync(s) && s.bot_key_packages > kps
+        })
+        .await
+        .expect("upgrade: the bot makes a new key package and is welcomed");
+    let h = control
+        .speak_wav(users[1], &speeches[1])
+        .await
+        .expect("speech");
+    let upgraded = h.finished(Duration::from_secs(30)).await.expect("spoken");
+    assert!(
+        upgraded.epochs.keys().all(|e| *e > 0),
+        "{:?}",
+        upgraded.epochs
+    );
+    reports.push(upgraded);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)),
+        "receiver child failed; log:\n{}",
+        log()
+    );
+    let received = read_received(out.path(), cfg.guild_id);
+    for r in &reports {
+        let stream = received
+            .streams
+            .get(&r.ssrc)
+            .unwrap_or_else(|| panic!("nothing decoded for {} after recovery", r.user_id));
+        let arrived = stream.kinds.chars().filter(|k| *k != 'G').count();
+        println!(
+            "user {}: sent {} arrived {arrived} epochs {:?}",
+            r.user_id,
+            r.sent + r.silence_frames,
+            r.epochs
+        );
+        assert!(arrived + 1 >= (r.sent + r.silence_frames) as usize);
+        assert_eq!(received.ssrc_user.get(&r.ssrc), Some(&r.user_id));
+    }
+}
