@@ -34,6 +34,8 @@ stored); `/record optin` undoes it.";
 
 struct Running {
     channel: u64,
+    /// Where notices about the recording go.
+    notice: u64,
     started: Instant,
     status: Arc<SessionStatus>,
     thread: JoinHandle<()>,
@@ -256,6 +258,7 @@ impl Bot {
             guild,
             Running {
                 channel,
+                notice: notice.unwrap_or(channel),
                 started: Instant::now(),
                 status,
                 thread,
@@ -301,6 +304,21 @@ impl Bot {
                     && self.discord.channel_name(guild, c).is_some()
                 {
                     self.say(c, &line).await;
+                }
+            }
+            Report::DaveRejoin { guild, reason } => {
+                let Some(notice) = self.sessions.get(&guild).map(|r| r.notice) else {
+                    return;
+                };
+                self.say(
+                    notice,
+                    &format!(
+                        "⚠️ End-to-end encryption failed ({reason}): rejoining the channel to keep recording. A few seconds may be missing."
+                    ),
+                )
+                .await;
+                if let Err(e) = self.discord.reconnect_voice(guild).await {
+                    tracing::error!(guild, "rejoining for DAVE failed: {e}");
                 }
             }
             Report::Finished {
@@ -386,13 +404,20 @@ impl Bot {
             .map_or(0.0, |s| s.queued() as f64 * 0.02);
         match self.sessions.get(&guild) {
             Some(r) => format!(
-                "Recording <#{}> for {} s: {} speakers, {} utterances stored; transcription backlog {} ({} left for reprocess); {unsegmented:.1} s of audio waiting to be segmented.",
+                "Recording <#{}> for {} s: {} speakers, {} utterances stored; transcription backlog {} ({} left for reprocess); {unsegmented:.1} s of audio waiting to be segmented; {}.",
                 r.channel,
                 r.started.elapsed().as_secs(),
                 r.status.speakers.load(Ordering::Relaxed),
                 r.status.utterances.load(Ordering::Relaxed),
                 backlog.backlog,
                 backlog.skipped,
+                crate::dave::status_line(
+                    r.status
+                        .dave
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                ),
             ),
             None => "Not recording in this server.".into(),
         }

@@ -9,6 +9,7 @@
 
 mod bot;
 mod config;
+mod dave;
 mod demo;
 mod optout;
 mod recover;
@@ -62,7 +63,7 @@ fn init_logs(cfg: Option<&Config>) -> Result<()> {
     use tracing_subscriber::prelude::*;
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| "info,songbird=warn,twilight_gateway=warn,twilight_http=warn,ort=warn,whisper_rs=warn".into())
+            .unwrap_or_else(|_| "info,songbird=warn,davey=error,twilight_gateway=warn,twilight_http=warn,ort=warn,whisper_rs=warn".into())
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -83,9 +84,12 @@ fn init_logs(cfg: Option<&Config>) -> Result<()> {
         }
         None => None,
     };
+    // DAVE is observed through songbird's and davey's records, whatever the filters above
+    // (davey warns once per packet it cannot decrypt: counted, not printed).
     tracing_subscriber::registry()
         .with(stderr)
         .with(file)
+        .with(nina_capture::dave::layer())
         .init();
     Ok(())
 }

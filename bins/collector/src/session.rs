@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 use nina_capture::{CaptureEvent, Recording};
 use nina_pipeline::live::{LiveOptions, LiveSession, LiveText, LiveWorkers};
 use nina_pipeline::{NoProgress, Pipeline};
-use nina_store::{Place, Recorder, Session, SessionDir};
+use nina_store::{DaveRecord, Place, Recorder, Session, SessionDir};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::dave::DaveWatch;
 use crate::optout::OptOut;
 
 /// What the bot can see of a running session.
@@ -23,6 +24,8 @@ pub struct SessionStatus {
     pub utterances: AtomicU64,
     /// People heard.
     pub speakers: AtomicU64,
+    /// End-to-end encryption of the call, as last seen.
+    pub dave: std::sync::Mutex<Option<DaveRecord>>,
 }
 
 /// Messages from session threads to the bot.
@@ -40,6 +43,13 @@ pub enum Report {
         end_unix_ms: i64,
         /// The text.
         text: String,
+    },
+    /// The call's end-to-end encryption keeps failing: warn, leave and join again.
+    DaveRejoin {
+        /// Guild.
+        guild: u64,
+        /// What failed.
+        reason: String,
     },
     /// The session thread ended (`Err`: why it failed).
     Finished {
@@ -168,6 +178,10 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     let mut gateway_down: Option<(u64, String)> = None;
     let mut last_audio = 0u64;
     let mut ended = false;
+    let mut dave = DaveWatch::default();
+    let mut next_dave_check = std::time::Instant::now();
+    // A rejoin for DAVE's sake under way: where its gap starts, and why.
+    let mut dave_rejoin: Option<(u64, String)> = None;
     'run: loop {
         // Once stopping, take what songbird delivered up to now (not what keeps coming), then end.
         let stopping = status.stop.load(Ordering::Relaxed);
@@ -209,7 +223,11 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                         down_since.get_or_insert(frame);
                     }
                     CaptureEvent::Connected { frame, reconnect } => {
-                        if let Some(start) = down_since.take() {
+                        if let Some((start, reason)) = dave_rejoin.take() {
+                            down_since = None;
+                            live.gap(start, frame, None, &format!("DAVE: {reason}; rejoined"));
+                            tracing::info!("voice connection back after a DAVE rejoin");
+                        } else if let Some(start) = down_since.take() {
                             live.gap(start, frame, None, "voice connection lost");
                         } else if reconnect {
                             // Resumed without a reported drop: nothing was received since the
@@ -255,12 +273,51 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         status
             .speakers
             .store(live.session().participants.len() as u64, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        if now >= next_dave_check
+            && let Some(stats) = recording.dave()
+        {
+            next_dave_check = now + Duration::from_secs(1);
+            tracing::trace!(?stats, unseen = recording.stats().unseen, "DAVE check");
+            if let Some(reason) = dave.update(now, stats, recording.stats().unseen)
+                && dave_rejoin.is_none()
+                && !stopping
+            {
+                tracing::warn!(
+                    reason,
+                    "end-to-end encryption failing; rejoining the channel"
+                );
+                // Audio stopped coming at the last packet, unless that was long ago.
+                let frame = recording.now();
+                let start = last_audio.max(frame.saturating_sub(500)).min(frame);
+                dave_rejoin = Some((start, reason.clone()));
+                let _ = reports.send(Report::DaveRejoin {
+                    guild: guild.id,
+                    reason,
+                });
+            }
+            let record = dave.record();
+            *status.dave.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+            live.set_dave(record);
+        }
         if stopping {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let end = recording.now();
+    if let Some(stats) = recording.dave() {
+        dave.update(std::time::Instant::now(), stats, recording.stats().unseen);
+        live.set_dave(dave.record());
+    }
+    if let Some((start, reason)) = dave_rejoin {
+        live.gap(
+            start,
+            end,
+            None,
+            &format!("DAVE: {reason}; rejoin unfinished"),
+        );
+    }
     if let Some(start) = down_since {
         live.gap(start, end, None, "voice connection lost");
     }
@@ -279,6 +336,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         overflowed = stats.overflowed,
         unattributed = stats.unattributed_dropped,
         resyncs = stats.resyncs,
+        unseen = stats.unseen,
         "session recorded"
     );
     if skipped > 0 {

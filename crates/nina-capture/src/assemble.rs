@@ -18,6 +18,9 @@ pub const MAX_UNATTRIBUTED_SSRCS: usize = 64;
 /// How far (in 20 ms frames) the RTP clock may disagree with the arrival clock before the SSRC
 /// is re-anchored (a sender that restarted its timestamps, or a wild jump): 2 s.
 pub const RESYNC_FRAMES: u64 = 100;
+/// A hole of at least this many packets that never reached us (not even as a concealed loss)
+/// is counted in [`CaptureStats::unseen_holes`]: 1 s of one person's audio.
+pub const UNSEEN_HOLE: u64 = 50;
 
 /// The RTP header fields the assembler needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,10 @@ struct SsrcState {
     held: VecDeque<UserFrame>,
     /// The arrival frame of the newest packet (for pruning).
     last_heard: u64,
+    /// Sequence number of the newest packet, to see packets that never arrived at all.
+    last_seq: Option<u16>,
+    /// Losses songbird reported (ticks without a packet) since that packet.
+    reported: u64,
 }
 
 /// Turns songbird's voice ticks into per-user [`UserFrame`]s on the session clock.
@@ -92,6 +99,15 @@ impl Assembler {
     /// Counters so far.
     pub fn stats(&self) -> &CaptureStats {
         &self.stats
+    }
+
+    /// Forgets every stream's sequence number (the voice connection dropped or was replaced:
+    /// what was sent meanwhile is a connection gap, not packets gone missing).
+    pub fn forget_sequences(&mut self) {
+        for s in self.ssrcs.values_mut() {
+            s.last_seq = None;
+            s.reported = 0;
+        }
     }
 
     /// The user an SSRC belongs to.
@@ -179,6 +195,27 @@ impl Assembler {
             let frame_samples = self.frame_samples;
             let state = self.ssrcs.entry(p.ssrc).or_default();
             state.last_heard = arrival;
+            match p.rtp {
+                Some(rtp) => {
+                    // Packets the sender numbered that neither arrived nor were reported lost
+                    // (songbird drops what it cannot decrypt without a trace): the hole in the
+                    // sequence numbers. Late and repeated packets are not holes.
+                    let step = state.last_seq.map(|prev| rtp.sequence.wrapping_sub(prev));
+                    if let Some(d) = step.filter(|d| (2..0x8000).contains(d)) {
+                        let unseen = u64::from(d - 1).saturating_sub(state.reported);
+                        self.stats.unseen += unseen;
+                        if unseen >= UNSEEN_HOLE {
+                            self.stats.unseen_holes += 1;
+                            tracing::debug!(ssrc = p.ssrc, unseen, "packets never arrived");
+                        }
+                    }
+                    if step.is_none_or(|d| (1..0x8000).contains(&d)) {
+                        state.last_seq = Some(rtp.sequence);
+                        state.reported = 0;
+                    }
+                }
+                None => state.reported += 1,
+            }
             let frame = match p.rtp {
                 Some(rtp) => {
                     let placed = state.anchor.and_then(|a| {
@@ -315,6 +352,36 @@ mod tests {
             pcm: Some(vec![0; 640]),
             received: None,
         }
+    }
+
+    #[test]
+    fn packets_that_never_arrived_are_counted_from_sequence_holes() {
+        let mut a = Assembler::new(320, 50);
+        a.speaking(1, A);
+        for (i, seq) in [100u16, 101, 102].into_iter().enumerate() {
+            a.tick(10 + i as u64, vec![pkt(1, 960 * i as u32, seq)]);
+        }
+        // 60 packets never came (songbird could not decrypt them): one hole.
+        a.tick(73, vec![pkt(1, 960 * 63, 163)]);
+        assert_eq!((a.stats().unseen, a.stats().unseen_holes), (60, 1));
+        // One reported loss, then the next packet: nothing unseen.
+        a.tick(74, vec![lost(1)]);
+        a.tick(75, vec![pkt(1, 960 * 65, 165)]);
+        assert_eq!(a.stats().unseen, 60);
+        // A late packet and a repeat are not holes, and do not move the sequence back.
+        a.tick(76, vec![pkt(1, 960 * 20, 120)]);
+        a.tick(77, vec![pkt(1, 960 * 65, 165)]);
+        a.tick(78, vec![pkt(1, 960 * 66, 166)]);
+        assert_eq!(a.stats().unseen, 60);
+        // Across the sequence wrap, a small hole.
+        a.tick(79, vec![pkt(2, 0, 65_534)]);
+        a.speaking(2, B);
+        a.tick(80, vec![pkt(2, 960 * 4, 2)]);
+        assert_eq!((a.stats().unseen, a.stats().unseen_holes), (63, 1));
+        // After the connection was replaced, the first packet is no hole.
+        a.forget_sequences();
+        a.tick(200, vec![pkt(1, 960 * 190, 5000)]);
+        assert_eq!(a.stats().unseen, 63);
     }
 
     #[test]

@@ -99,6 +99,9 @@ struct GuildState {
 struct Active {
     channel: u64,
     shared: Arc<Shared>,
+    /// The bot is leaving to join again at once ([`Discord::reconnect_voice`]): its voice
+    /// state without a channel does not end the recording.
+    reconnecting: bool,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +167,7 @@ impl State {
         if UserId(user) == bot {
             match channel {
                 Some(c) if c == rec.channel => {}
+                None if rec.reconnecting => {}
                 Some(c) => s.send(CaptureEvent::Ended {
                     frame: s.now(),
                     reason: format!("moved to channel {c}"),
@@ -493,11 +497,11 @@ impl Discord {
             channel,
             reason,
         };
-        let (gid, cid) = match (
+        let gid = match (
             Id::<GuildMarker>::new_checked(guild),
             Id::<ChannelMarker>::new_checked(channel),
         ) {
-            (Some(g), Some(c)) => (g, c),
+            (Some(g), Some(_)) => g,
             _ => return Err(join_err("ids must not be 0".into())),
         };
         let (tx, rx) = mpsc::channel(self.voice.queue.max(16));
@@ -512,10 +516,40 @@ impl Discord {
                 Active {
                     channel,
                     shared: shared.clone(),
+                    reconnecting: false,
                 },
             );
         }
         let started_at = SystemTime::now();
+        crate::dave::reset(channel);
+        let joined = self.join_with_handlers(guild, channel, &shared).await;
+        if let Err(e) = joined {
+            lock(&self.state.recordings).remove(&guild);
+            let _ = self.songbird.remove(gid).await;
+            return Err(join_err(e.to_string()));
+        }
+        tracing::info!(guild, channel, "recording");
+        Ok(Recording {
+            guild,
+            channel,
+            started_at,
+            events: rx,
+            shared,
+        })
+    }
+
+    async fn join_with_handlers(
+        &self,
+        guild: u64,
+        channel: u64,
+        shared: &Arc<Shared>,
+    ) -> Result<(), songbird::error::JoinError> {
+        let (Some(gid), Some(cid)) = (
+            Id::<GuildMarker>::new_checked(guild),
+            Id::<ChannelMarker>::new_checked(channel),
+        ) else {
+            return Err(songbird::error::JoinError::NoCall);
+        };
         // Handlers go on before joining, so the first Speaking events are not missed.
         {
             let call = self.songbird.get_or_insert(gid);
@@ -543,19 +577,71 @@ impl Discord {
         for member in present {
             shared.send(CaptureEvent::Joined { frame: 0, member });
         }
-        if let Err(e) = self.songbird.join(gid, cid).await {
-            lock(&self.state.recordings).remove(&guild);
-            let _ = self.songbird.remove(gid).await;
-            return Err(join_err(e.to_string()));
-        }
-        tracing::info!(guild, channel, "recording");
-        Ok(Recording {
+        self.songbird.join(gid, cid).await.map(|_| ())
+    }
+
+    /// Leaves the recorded channel of `guild` and joins it again at once, keeping the
+    /// recording: a new voice connection, with new DAVE state. For a connection whose DAVE
+    /// state went bad (audio that keeps failing to decrypt, a transition that never ends).
+    pub async fn reconnect_voice(&self, guild: u64) -> Result<(), CaptureError> {
+        let Some(channel) = self.recording_in(guild) else {
+            return Ok(());
+        };
+        let err = |reason: String| CaptureError::Join {
             guild,
             channel,
-            started_at,
-            events: rx,
-            shared,
-        })
+            reason,
+        };
+        let (Some(gid), Some(cid)) = (
+            Id::<GuildMarker>::new_checked(guild),
+            Id::<ChannelMarker>::new_checked(channel),
+        ) else {
+            return Ok(());
+        };
+        let set = |on: bool| {
+            if let Some(a) = lock(&self.state.recordings).get_mut(&guild) {
+                a.reconnecting = on;
+            }
+        };
+        set(true);
+        let result = async {
+            let call = self
+                .songbird
+                .get(gid)
+                .ok_or_else(|| err("no call".into()))?;
+            call.lock()
+                .await
+                .leave()
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            // A join sent before Discord confirmed the leave is cancelled by that confirmation:
+            // wait for it (at most 5 s), and try the join a few times.
+            let bot = self.bot_id().0;
+            for _ in 0..50 {
+                let still_in = lock(&self.state.guilds)
+                    .get(&guild)
+                    .is_some_and(|g| g.voice.contains_key(&bot));
+                if !still_in {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let mut last = String::new();
+            for attempt in 0..3 {
+                match self.songbird.join(gid, cid).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(guild, attempt, "rejoin failed: {e}");
+                        last = e.to_string();
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            Err(err(last))
+        }
+        .await;
+        set(false);
+        result
     }
 
     /// Leaves the voice channel of `guild` and ends its recording (its stream then ends).
@@ -652,6 +738,12 @@ impl Recording {
     /// Counters so far.
     pub fn stats(&self) -> CaptureStats {
         self.shared.stats()
+    }
+
+    /// What DAVE did in this recording's voice connection; `None` when the process has no
+    /// [`crate::dave::layer`] to observe it.
+    pub fn dave(&self) -> Option<crate::DaveStats> {
+        crate::dave::stats(self.channel)
     }
 
     /// Events waiting to be taken.

@@ -12,10 +12,14 @@
 //! Nothing here writes files: Nina's pipeline (or your bot) consumes the events.
 
 mod assemble;
+pub mod dave;
 mod discord;
 mod receive;
 
-pub use assemble::{Assembler, MAX_UNATTRIBUTED_SSRCS, RESYNC_FRAMES, RtpInfo, TickPacket};
+pub use assemble::{
+    Assembler, MAX_UNATTRIBUTED_SSRCS, RESYNC_FRAMES, RtpInfo, TickPacket, UNSEEN_HOLE,
+};
+pub use dave::DaveStats;
 pub use discord::{Closed, Discord, DiscordConfig, Endpoints, Recording, Token, VoiceMember};
 pub use receive::{Decode, VoiceConfig};
 
@@ -121,6 +125,12 @@ pub struct CaptureStats {
     pub unattributed_dropped: u64,
     /// Events dropped inside the bot because the consumer fell behind.
     pub overflowed: u64,
+    /// Packets a sender numbered that never arrived, not even as a reported loss: holes in a
+    /// stream's sequence numbers while connected. songbird drops packets it cannot decrypt
+    /// (DAVE) without a trace; this is where they show.
+    pub unseen: u64,
+    /// Holes of at least [`crate::UNSEEN_HOLE`] packets among [`Self::unseen`].
+    pub unseen_holes: u64,
 }
 
 /// Errors of capture.

@@ -388,6 +388,7 @@ impl EventHandler for Receiver {
                 });
             }
             EventContext::DriverConnect(_) => {
+                s.asm().forget_sequences();
                 let reconnect = s.connected_once.swap(true, Ordering::Relaxed);
                 s.send(CaptureEvent::Connected {
                     frame: s.now(),
@@ -395,6 +396,7 @@ impl EventHandler for Receiver {
                 });
             }
             EventContext::DriverReconnect(_) => {
+                s.asm().forget_sequences();
                 s.connected_once.store(true, Ordering::Relaxed);
                 s.send(CaptureEvent::Connected {
                     frame: s.now(),
@@ -402,6 +404,7 @@ impl EventHandler for Receiver {
                 });
             }
             EventContext::DriverDisconnect(d) => {
+                s.asm().forget_sequences();
                 s.send(CaptureEvent::Disconnected {
                     frame: s.now(),
                     reason: format!("{:?} {:?}", d.kind, d.reason),

@@ -191,6 +191,7 @@ fn file_session(audio: &Path, source_sha: &str, started_at_ms: i64) -> Session {
         tracks: Vec::new(),
         gaps: Vec::new(),
         recorder: None,
+        dave: None,
     }
 }
 

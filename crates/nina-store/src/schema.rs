@@ -78,6 +78,31 @@ pub struct Gap {
     pub reason: String,
 }
 
+/// DAVE (Discord's end-to-end encryption of voice) in a live recording, as the recorder saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaveRecord {
+    /// Protocol version at the end (0: transport encryption only, 1: DAVE).
+    pub protocol_version: u16,
+    /// The last MLS epoch the recorder moved to.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// Epochs the recorder went through (each join, leave or start-over in the call).
+    pub epoch_changes: u32,
+    /// Commits or welcomes the recorder could not process (each followed by a start-over).
+    pub invalid_commits: u32,
+    /// Proposals the recorder refused.
+    #[serde(default)]
+    pub proposal_errors: u32,
+    /// Packets that failed DAVE decryption as the recorder logged them (their audio is lost).
+    pub decrypt_failures: u64,
+    /// Packets senders numbered that never reached the recorder, not even as a reported loss
+    /// (under DAVE mostly packets that could not be decrypted, which are dropped unlogged).
+    #[serde(default)]
+    pub unseen_packets: u64,
+    /// Times the recorder left and joined the channel again to get new DAVE state.
+    pub rejoins: u32,
+}
+
 /// The program that recorded the session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recorder {
@@ -186,6 +211,9 @@ pub struct Session {
     /// The program that recorded the session, if recorded live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorder: Option<Recorder>,
+    /// End-to-end encryption of the call, if recorded live from Discord.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dave: Option<DaveRecord>,
 }
 
 /// What is wrong in a session document, before knowing its path.
@@ -460,6 +488,7 @@ impl Session {
             tracks: vec![],
             gaps: vec![],
             recorder: None,
+            dave: None,
         }
     }
 

@@ -419,6 +419,15 @@ impl LiveSession {
         Ok(())
     }
 
+    /// The call's end-to-end encryption as the recorder sees it (stored in `session.json`).
+    pub fn set_dave(&mut self, dave: nina_store::DaveRecord) {
+        let s = self.writer.session_mut();
+        if s.dave.as_ref() != Some(&dave) {
+            s.dave = Some(dave);
+            self.dirty = true;
+        }
+    }
+
     /// Nothing was received between `start` and `end` (frames): a dropped connection, for
     /// everyone (`user_id` None) or one user.
     pub fn gap(&mut self, start: u64, end: u64, user_id: Option<u64>, reason: &str) {

@@ -89,6 +89,7 @@ pub(crate) fn raw_session(root: &Path) -> SessionDir {
             decode: false,
             config: serde_json::Value::Null,
         }),
+        dave: None,
     };
     dir.save(&s).unwrap();
     dir

@@ -1,0 +1,191 @@
+//! Acceptance: the collector under DAVE (end-to-end encryption) when the call's encryption
+//! goes wrong. The fake Discord breaks it on command; the collector must keep recording, and
+//! what happened must be in `session.json`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{start_bot, the_session};
+use nina_fake_discord::{DaveFault, FakeDiscord, audio};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn clip(i: usize) -> std::path::PathBuf {
+    nina_eval::testdata::librivox().expect("run scripts/setup.sh")[i]
+        .path
+        .clone()
+}
+
+/// Voiced packets stored for `user`, and the session-clock second of each.
+fn voiced_times(dir: &nina_store::SessionDir, user: u64) -> Vec<f64> {
+    let t = nina_store::read_opus_track(&dir.root().join(nina_store::track_file(user))).unwrap();
+    t.packets
+        .iter()
+        .filter(|p| p.data != nina_store::OPUS_SILENCE)
+        .map(|p| p.start as f64 / 48_000.0)
+        .collect()
+}
+
+/// A refused commit, then a transition that never completes: the collector counts the first
+/// (songbird starts over by itself), and rejoins the channel when the second leaves every
+/// packet undecryptable; the speech going on meanwhile is recorded again after the rejoin,
+/// the gap is in `session.json`, and the channel is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_is_counted_and_a_stuck_transition_ends_in_a_rejoin() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let control = fake.control();
+    let users: Vec<u64> = ["Ann", "Ben", "Cat", "Dan"]
+        .iter()
+        .map(|n| control.add_user(n))
+        .collect();
+    control.join_voice(users[0], voice).unwrap();
+    control.join_voice(users[1], voice).unwrap();
+    let bot = start_bot(
+        &fake,
+        data.path(),
+        users[0],
+        &format!("[[channels]]\nguild = {}\nchannel = {voice}", fc.guild_id),
+        false,
+    )
+    .await;
+    let in_sync = |s: &nina_fake_discord::DaveCallState| {
+        s.bot_in_sync && s.members.contains(&fc.bot_user_id) && !s.transition_pending
+    };
+    control
+        .wait_for_dave(voice, MINUTE, in_sync)
+        .await
+        .expect("the collector joins the DAVE group");
+
+    // 1. A refused commit: Cat joins and the bot is sent a corrupt commit.
+    control.dave_fault(DaveFault::GarbageCommit);
+    control.join_voice(users[2], voice).unwrap();
+    if let Err(e) = control
+        .wait_for_dave(voice, MINUTE, |s| {
+            in_sync(s) && s.members.contains(&users[2]) && s.bot_invalid_reports == 1
+        })
+        .await
+    {
+        let log = std::fs::read_to_string(data.path().join("collector.stderr")).unwrap_or_default();
+        panic!(
+            "the collector was not welcomed back after the corrupt commit ({e}): {:?}\n{log}",
+            control.dave_state(voice)
+        );
+    }
+    let cat = control
+        .speak_wav(users[2], &clip(0))
+        .await
+        .unwrap()
+        .finished(MINUTE)
+        .await
+        .unwrap();
+
+    // 2. Dan joins and his transition never completes; Ann talks in bursts of 4 s meanwhile.
+    // The collector moved to the new epoch, Ann did not: once the collector's old keys expire
+    // (10 s) her packets cannot be decrypted, which shows when her burst's closing silence
+    // arrives after a hole in her sequence numbers. The collector rejoins; the fake rebuilds
+    // the group and welcomes it.
+    let pcm = audio::load_wav_mono_48k(&clip(1)).unwrap();
+    let frames: Arc<[Vec<u8>]> = audio::encode_opus_frames(&pcm, fc.opus_bitrate)
+        .unwrap()
+        .into();
+    control.dave_fault(DaveFault::StuckTransition);
+    control.join_voice(users[3], voice).unwrap();
+    let stuck_at = std::time::Instant::now();
+    let kps = control.dave_state(voice).unwrap().bot_key_packages;
+    let mut bursts = Vec::new();
+    let mut recovered_after = None;
+    for i in 0..12 {
+        let r = control
+            .speak_opus_shared(users[0], frames.clone(), 50 * i, 200)
+            .unwrap()
+            .finished(MINUTE)
+            .await
+            .unwrap();
+        bursts.push((stuck_at.elapsed(), r));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if recovered_after.is_none()
+            && control
+                .dave_state(voice)
+                .is_some_and(|s| in_sync(&s) && s.bot_key_packages > kps)
+        {
+            recovered_after = Some(stuck_at.elapsed());
+        } else if recovered_after.is_some() && bursts.len() >= 2 {
+            // Two bursts after the recovery are enough.
+            if bursts
+                .iter()
+                .filter(|(t, _)| Some(*t) > recovered_after)
+                .count()
+                >= 2
+            {
+                break;
+            }
+        }
+    }
+    let Some(recovered_after) = recovered_after else {
+        let log = std::fs::read_to_string(data.path().join("collector.stderr")).unwrap_or_default();
+        panic!(
+            "the collector did not rejoin into a new group: {:?}\n{log}",
+            control.dave_state(voice)
+        );
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, stderr) = bot.sigterm().await;
+    let (dir, s) = the_session(data.path());
+    s.validate().unwrap();
+    let dave = s.dave.clone().expect("DAVE recorded in session.json");
+    println!("recovered {recovered_after:?} after the stuck transition; {dave:?}");
+    println!("gaps {:?}", s.gaps);
+    assert_eq!(dave.protocol_version, 1);
+    assert!(dave.invalid_commits >= 1, "the corrupt commit is counted");
+    assert!(dave.epoch_changes >= 4, "{dave:?}");
+    assert!(
+        dave.unseen_packets >= 150,
+        "the stuck transition's undecryptable packets are counted: {dave:?}"
+    );
+    assert_eq!(dave.rejoins, 1, "one rejoin ({stderr})");
+    let gap = s
+        .gaps
+        .iter()
+        .find(|g| g.reason.starts_with("DAVE:"))
+        .unwrap_or_else(|| panic!("the DAVE gap is recorded: {:?}", s.gaps));
+    assert!(
+        gap.reason.contains("could not be decrypted") && gap.reason.contains("rejoined"),
+        "{gap:?}"
+    );
+    // Cat's speech after the refused commit is whole.
+    let cat_voiced = voiced_times(&dir, users[2]).len() as u32;
+    assert!(
+        cat_voiced + 2 >= cat.sent,
+        "{cat_voiced} of {} stored",
+        cat.sent
+    );
+    // Ann's bursts are recorded before the gap and again after it.
+    let ann_times = voiced_times(&dir, users[0]);
+    let before = ann_times.iter().filter(|t| **t < gap.start).count();
+    let after = ann_times.iter().filter(|t| **t > gap.end).count();
+    let sent: u32 = bursts.iter().map(|(_, r)| r.sent).sum();
+    println!(
+        "Ann: {} bursts, {sent} packets sent, {before} stored before the gap, {after} after",
+        bursts.len()
+    );
+    assert!(before >= 400, "{before} packets before the gap");
+    assert!(
+        after >= 2 * 195,
+        "{after} packets after the rejoin (two bursts)"
+    );
+    // The channel was told (in the voice channel's chat: the recording was configured, not
+    // started by a command).
+    let told = control.bot_messages().iter().any(|m| {
+        m["channel_id"] == serde_json::json!(voice.to_string())
+            && m["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("End-to-end encryption failed"))
+    });
+    assert!(told, "a warning was posted: {:?}", control.bot_messages());
+    fake.shutdown().await;
+}
