@@ -19,6 +19,11 @@
 //!   conversation, for the latency goal).
 //! - `NINA_LOAD_SLOPE_MINUTES`: instead of the table, one long run (first user count, first
 //!   mode) with users leaving and rejoining; prints the RSS slope (least squares, MiB/hour).
+//! - `NINA_LOAD_DAVE`: `1` (default) calls are DAVE end-to-end encrypted, `0` transport
+//!   encryption only. The DAVE column: time from the collector's voice connection to everyone
+//!   being in one MLS group with it (audio starts then), epochs the call went through, and
+//!   packets that never reached the collector (holes in sequence numbers: under DAVE, packets
+//!   it could not decrypt).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -290,6 +295,8 @@ struct Row {
     fake_cpu_pct: f64,
     socket_drops: Option<u64>,
     slope_mib_per_hour: Option<f64>,
+    /// `(seconds to the group, epochs, packets never arrived)`; `None` without DAVE.
+    dave: Option<(f64, u32, String)>,
     note: String,
 }
 
@@ -337,8 +344,9 @@ async fn run_row(
         .thread_name(FAKE_THREAD)
         .enable_all()
         .build()?;
+    let dave = std::env::var("NINA_LOAD_DAVE").map_or(true, |v| v != "0");
     let fake = fake_rt
-        .spawn(FakeDiscord::start())
+        .spawn(FakeDiscord::builder().dave(dave).start())
         .await?
         .context("starting the fake")?;
     let fc = fake.config().clone();
@@ -408,8 +416,20 @@ async fn run_row(
         .wait_for_voice_ready(Duration::from_secs(30))
         .await
         .context("the collector did not join")?;
+    let voice_ready = Instant::now();
     for u in &ids {
         control.join_voice(*u, voice)?;
+    }
+    let mut group_ready = None;
+    if dave {
+        let everyone = users + 1;
+        control
+            .wait_for_dave(voice, Duration::from_secs(300), |s| {
+                s.bot_in_sync && s.members.len() == everyone && !s.transition_pending
+            })
+            .await
+            .context("the DAVE group never formed")?;
+        group_ready = Some(voice_ready.elapsed().as_secs_f64());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -507,6 +527,14 @@ async fn run_row(
         field(&recorded, "unattributed").unwrap_or_else(|| "?".into()),
     );
     let utterances = field(&recorded, "utterances").unwrap_or_else(|| "?".into());
+    let dave_row = group_ready.map(|g| {
+        let epochs = control.dave_state(voice).map_or(0, |s| s.epoch_changes);
+        (
+            g,
+            epochs,
+            field(&recorded, "unseen").unwrap_or_else(|| "?".into()),
+        )
+    });
     // Voiced packets stored in each track, against what the fake sent.
     let mut stored = 0u64;
     let sessions = nina_store::Store::new(&data_path).sessions()?;
@@ -552,6 +580,7 @@ async fn run_row(
         fake_cpu_pct: (fake1 - fake0) as f64 / tck / wall * 100.0,
         socket_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         slope_mib_per_hour: slope_per_hour(&rss_points),
+        dave: dave_row,
         note,
     })
 }
@@ -569,9 +598,11 @@ fn encode_speech() -> Result<Arc<[Vec<u8>]>> {
 
 fn print_header() {
     println!(
-        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed/unattributed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) |"
+        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed/unattributed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) | DAVE: group after (s) / epochs / packets never arrived |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
 }
 
 fn print_row(r: &Row) {
@@ -586,7 +617,7 @@ fn print_row(r: &Row) {
         "–".into()
     };
     println!(
-        "| {} | {}{} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+        "| {} | {}{} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
         r.users,
         r.mode.name(),
         if r.pattern == Pattern::Turns {
@@ -608,6 +639,9 @@ fn print_row(r: &Row) {
         transcripts,
         latency,
         r.fake_cpu_pct,
+        r.dave
+            .as_ref()
+            .map_or("off".into(), |(g, e, u)| format!("{g:.2} / {e} / {u}")),
     );
     if !r.note.is_empty() {
         eprintln!("  note ({} users, {}): {}", r.users, r.mode.name(), r.note);

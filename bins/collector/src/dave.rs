@@ -27,6 +27,15 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// Least time between two rejoins.
 pub const COOLDOWN: Duration = Duration::from_secs(30);
 
+/// A rejoin to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejoin {
+    /// What failed, for the log, the channel and the gap.
+    pub reason: String,
+    /// Packets lost within the window (20 ms each; several speakers' add up).
+    pub lost_packets: u64,
+}
+
 /// DAVE state of one recording, and the rejoin policy.
 #[derive(Debug, Default)]
 pub struct DaveWatch {
@@ -44,7 +53,7 @@ pub struct DaveWatch {
 impl DaveWatch {
     /// Takes the latest counters (DAVE's, and the packets that never arrived); returns why to
     /// rejoin, when it is time to.
-    pub fn update(&mut self, now: Instant, stats: DaveStats, unseen: u64) -> Option<String> {
+    pub fn update(&mut self, now: Instant, stats: DaveStats, unseen: u64) -> Option<Rejoin> {
         self.last = stats;
         self.unseen = unseen;
         self.samples
@@ -82,7 +91,10 @@ impl DaveWatch {
         self.rejoins += 1;
         self.invalid_base = stats.invalid;
         self.samples.clear();
-        Some(reason)
+        Some(Rejoin {
+            reason,
+            lost_packets: failing,
+        })
     }
 
     /// What goes in `session.json`.
@@ -146,7 +158,8 @@ mod tests {
         );
         let at = t0 + Duration::from_secs(111);
         let why = w.update(at, stats(0, 450), 450 + 200).expect("rejoin");
-        assert!(why.contains("could not be decrypted"), "{why}");
+        assert!(why.reason.contains("could not be decrypted"), "{why:?}");
+        assert_eq!(why.lost_packets, 200);
         assert_eq!(w.record().rejoins, 1);
         // Still failing right after: the cooldown holds the next rejoin back.
         assert_eq!(
@@ -175,7 +188,7 @@ mod tests {
         let why = w
             .update(t0 + Duration::from_secs(1), stats(MAX_INVALID, 0), 0)
             .expect("rejoin");
-        assert!(why.contains("could not be processed"), "{why}");
+        assert!(why.reason.contains("could not be processed"), "{why:?}");
         // The same count after the cooldown does not rejoin again: only new refusals do.
         let later = t0 + COOLDOWN + Duration::from_secs(2);
         assert_eq!(w.update(later, stats(MAX_INVALID, 0), 0), None);

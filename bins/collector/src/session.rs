@@ -279,17 +279,18 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         {
             next_dave_check = now + Duration::from_secs(1);
             tracing::trace!(?stats, unseen = recording.stats().unseen, "DAVE check");
-            if let Some(reason) = dave.update(now, stats, recording.stats().unseen)
+            if let Some(rejoin) = dave.update(now, stats, recording.stats().unseen)
                 && dave_rejoin.is_none()
                 && !stopping
             {
+                let reason = rejoin.reason;
                 tracing::warn!(
                     reason,
                     "end-to-end encryption failing; rejoining the channel"
                 );
-                // Audio stopped coming at the last packet, unless that was long ago.
+                // The lost packets are gone from before now (at 20 ms each, at most 10 s back).
                 let frame = recording.now();
-                let start = last_audio.max(frame.saturating_sub(500)).min(frame);
+                let start = frame.saturating_sub(rejoin.lost_packets.min(500));
                 dave_rejoin = Some((start, reason.clone()));
                 let _ = reports.send(Report::DaveRejoin {
                     guild: guild.id,

@@ -1248,4 +1248,35 @@ mod tests {
         let st = d.state(CH).expect("call");
         assert_eq!((st.epoch, st.resets), (0, 1));
     }
+
+    #[test]
+    fn the_bot_alone_first_then_two_users_hears_the_creator_throughout() {
+        let mut d = server();
+        let mut now = Instant::now();
+        let mut bot = SimBot::join(&mut d, now);
+        bot.recognized = vec![1, 2];
+        bot.settle(&mut d, &mut now);
+        // Both join at once: the second join waits for the first one's transition.
+        d.user_joined(CH, 1);
+        let out: Vec<ToBot> = d.advance(now, &[CH]).into_iter().map(|(_, m)| m).collect();
+        d.user_joined(CH, 2);
+        let replies = bot.handle(&mut d, out, now);
+        bot.handle(&mut d, replies, now);
+        let out: Vec<ToBot> = d.advance(now, &[CH]).into_iter().map(|(_, m)| m).collect();
+        assert!(d.may_start(CH, 1), "{:?}", d.state(CH));
+        assert!(
+            reads(&mut d, &mut bot, 1),
+            "the creator is heard at epoch 1"
+        );
+        let replies = bot.handle(&mut d, out, now);
+        bot.handle(&mut d, replies, now);
+        bot.settle(&mut d, &mut now);
+        let st = d.state(CH).expect("call");
+        assert_eq!((st.epoch, st.members.len()), (2, 3));
+        assert!(
+            reads(&mut d, &mut bot, 1),
+            "the creator is heard at epoch 2"
+        );
+        assert!(reads(&mut d, &mut bot, 2));
+    }
 }
