@@ -189,3 +189,105 @@ async fn a_refused_commit_is_counted_and_a_stuck_transition_ends_in_a_rejoin() {
     assert!(told, "a warning was posted: {:?}", control.bot_messages());
     fake.shutdown().await;
 }
+
+/// The sequences of the issue through the collector, with transcription: (a) the collector joins
+/// a call whose two members already share a group, (b) a third person joins mid-call, (c) one
+/// leaves; each is a new epoch, and each person's words are transcribed under their name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_joining_and_leaving_under_dave_keep_their_words() {
+    let clips = nina_eval::testdata::librivox().expect("run scripts/setup.sh");
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await.unwrap();
+    let fc = fake.config().clone();
+    let (voice, _) = fc.voice_channels[0].clone();
+    let control = fake.control();
+    let users: Vec<u64> = ["Ann", "Ben", "Cat"]
+        .iter()
+        .map(|n| control.add_user(n))
+        .collect();
+    // (a) Ann and Ben are in a group before the collector comes.
+    control.join_voice(users[0], voice).unwrap();
+    control.join_voice(users[1], voice).unwrap();
+    let bot = start_bot(
+        &fake,
+        data.path(),
+        users[0],
+        &format!("[[channels]]\nguild = {}\nchannel = {voice}", fc.guild_id),
+        true,
+    )
+    .await;
+    let in_sync = |s: &nina_fake_discord::DaveCallState| {
+        s.bot_in_sync && s.members.contains(&fc.bot_user_id) && !s.transition_pending
+    };
+    let joined = control.wait_for_dave(voice, MINUTE, in_sync).await.unwrap();
+    assert_eq!(joined.epoch, 2, "Ann and Ben's group, then the collector");
+    let speak = |u: u64, i: usize| {
+        let control = control.clone();
+        let path = clips[i].path.clone();
+        async move {
+            control
+                .speak_wav(u, &path)
+                .await
+                .unwrap()
+                .finished(MINUTE)
+                .await
+                .unwrap()
+        }
+    };
+    speak(users[0], 0).await;
+    // (b) Cat joins, and speaks once her epoch is in.
+    control.join_voice(users[2], voice).unwrap();
+    speak(users[2], 1).await;
+    // (c) Ben speaks and leaves; Ann speaks after.
+    speak(users[1], 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    control.leave_voice(users[1]).unwrap();
+    control
+        .wait_for_dave(voice, MINUTE, |s| {
+            in_sync(s) && !s.members.contains(&users[1])
+        })
+        .await
+        .unwrap();
+    speak(users[0], 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, stderr) = bot.sigterm().await;
+    let (dir, s) = the_session(data.path());
+    let dave = s.dave.clone().expect("DAVE in session.json");
+    println!("{dave:?}");
+    assert!(dave.epoch_changes >= 3, "join, Cat, Ben's leave: {dave:?}");
+    assert_eq!((dave.rejoins, dave.invalid_commits), (0, 0), "{stderr}");
+    let transcript: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.root().join("transcript.json")).unwrap())
+            .unwrap();
+    let said = |u: u64| -> String {
+        let label = s.speaker_label(u);
+        transcript["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|seg| seg["speaker"] == label.as_str())
+            .filter_map(|seg| seg["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (mut errors, mut words) = (0usize, 0usize);
+    for (u, refs) in [
+        (users[0], vec![0, 3]),
+        (users[2], vec![1]),
+        (users[1], vec![2]),
+    ] {
+        let reference: Vec<&str> = refs.iter().map(|i| clips[*i].text.as_str()).collect();
+        let e = nina_eval::word_errors(&reference.join(" "), &said(u));
+        println!("{u}: WER {:.1}%", e.rate() * 100.0);
+        errors += e.errors();
+        words += refs
+            .iter()
+            .map(|i| nina_eval::normalize(&clips[*i].text).len())
+            .sum::<usize>();
+    }
+    // Pooled, with the tiny model of the plumbing tests (as in `live.rs`).
+    let pooled = errors as f64 / words as f64;
+    println!("pooled WER {:.1}% ({errors}/{words})", pooled * 100.0);
+    assert!(pooled <= 0.15, "pooled WER {pooled:.3}");
+    fake.shutdown().await;
+}
