@@ -193,7 +193,7 @@ pub(crate) struct DaveServer {
 }
 
 /// How a fake user's frame goes out.
-pub(crate) enum Send {
+pub(crate) enum Outgoing {
     /// Transport encryption only.
     Plain,
     /// DAVE-encrypted under `epoch`.
@@ -852,17 +852,17 @@ impl DaveServer {
     }
 
     /// Encrypts `frame` for fake user `uid` in `channel`, as its client would send it.
-    pub(crate) fn encrypt(&mut self, channel: u64, uid: u64, frame: &[u8]) -> Send {
+    pub(crate) fn encrypt(&mut self, channel: u64, uid: u64, frame: &[u8]) -> Outgoing {
         let Some(call) = self.calls.get_mut(&channel).filter(|c| c.is_dave()) else {
-            return Send::Plain;
+            return Outgoing::Plain;
         };
         let epoch = call.epoch;
         match call.fakes.get_mut(&uid) {
             Some(s) if s.is_ready() => match s.encrypt_opus(frame) {
-                Ok(b) => Send::Encrypted(b.into_owned(), epoch),
-                Err(_) => Send::NoKeys,
+                Ok(b) => Outgoing::Encrypted(b.into_owned(), epoch),
+                Err(_) => Outgoing::NoKeys,
             },
-            _ => Send::NoKeys,
+            _ => Outgoing::NoKeys,
         }
     }
 
@@ -1064,7 +1064,7 @@ mod tests {
         let st = d.state(CH).expect("call");
         assert_eq!((st.epoch, st.members.clone()), (1, vec![1, 2]));
         let opus = [0x78u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-        let Send::Encrypted(ct, 1) = d.encrypt(CH, 1, &opus) else {
+        let Outgoing::Encrypted(ct, 1) = d.encrypt(CH, 1, &opus) else {
             panic!("user 1 encrypts under epoch 1")
         };
         assert_ne!(ct, opus);
@@ -1074,7 +1074,7 @@ mod tests {
         d.user_joined(CH, 3);
         d.advance(now, &[]);
         assert_eq!(d.state(CH).expect("call").epoch, 2);
-        let Send::Encrypted(ct, 2) = d.encrypt(CH, 1, &opus) else {
+        let Outgoing::Encrypted(ct, 2) = d.encrypt(CH, 1, &opus) else {
             panic!("epoch 2")
         };
         assert_eq!(decrypt_as(&mut d, 3, 1, &ct).as_deref(), Some(&opus[..]));
@@ -1172,7 +1172,7 @@ mod tests {
     fn reads(d: &mut DaveServer, bot: &mut SimBot, uid: u64) -> bool {
         let opus = [0x78u8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
         match d.encrypt(CH, uid, &opus) {
-            Send::Encrypted(ct, _) => bot
+            Outgoing::Encrypted(ct, _) => bot
                 .s
                 .decrypt(uid, davey::MediaType::AUDIO, &ct)
                 .is_ok_and(|p| p == opus),

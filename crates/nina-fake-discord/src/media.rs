@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::audio::SILENCE_FRAME;
 use crate::config::CryptoMode;
-use crate::dave::Send;
+use crate::dave::Outgoing;
 use crate::state::{Shared, State};
 
 /// Length of Discord's IP discovery packet.
@@ -325,9 +325,9 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
         };
         // DAVE frame encryption first (by the user's own client), then the transport's.
         let (payload, epoch) = match st.dave.encrypt(v.channel_id, uid, frame) {
-            Send::Plain => (Cow::Borrowed(frame), 0),
-            Send::Encrypted(b, epoch) => (Cow::Owned(b), epoch),
-            Send::NoKeys => {
+            Outgoing::Plain => (Cow::Borrowed(frame), 0),
+            Outgoing::Encrypted(b, epoch) => (Cow::Owned(b), epoch),
+            Outgoing::NoKeys => {
                 if let Some(sp) = st.users.get_mut(&uid).and_then(|u| u.speaking.as_mut())
                     && !is_silence
                 {
