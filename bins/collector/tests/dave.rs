@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start_bot, the_session};
-use nina_fake_discord::{DaveFault, FakeDiscord, audio};
+use nina_fake_discord::{DaveCallState, DaveFault, FakeDiscord, audio};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -16,6 +16,11 @@ fn clip(i: usize) -> std::path::PathBuf {
     nina_eval::testdata::librivox().expect("run scripts/setup.sh")[i]
         .path
         .clone()
+}
+
+/// The collector (user `bot`) holds the group's current state and no transition is pending.
+fn bot_in_sync(s: &DaveCallState, bot: u64) -> bool {
+    s.bot_in_sync && s.members.contains(&bot) && !s.transition_pending
 }
 
 /// Voiced packets stored for `user`, and the session-clock second of each.
@@ -53,9 +58,7 @@ async fn a_refused_commit_is_counted_and_a_stuck_transition_ends_in_a_rejoin() {
         false,
     )
     .await;
-    let in_sync = |s: &nina_fake_discord::DaveCallState| {
-        s.bot_in_sync && s.members.contains(&fc.bot_user_id) && !s.transition_pending
-    };
+    let in_sync = |s: &DaveCallState| bot_in_sync(s, fc.bot_user_id);
     control
         .wait_for_dave(voice, MINUTE, in_sync)
         .await
@@ -216,9 +219,7 @@ async fn people_joining_and_leaving_under_dave_keep_their_words() {
         true,
     )
     .await;
-    let in_sync = |s: &nina_fake_discord::DaveCallState| {
-        s.bot_in_sync && s.members.contains(&fc.bot_user_id) && !s.transition_pending
-    };
+    let in_sync = |s: &DaveCallState| bot_in_sync(s, fc.bot_user_id);
     let joined = control.wait_for_dave(voice, MINUTE, in_sync).await.unwrap();
     assert_eq!(joined.epoch, 2, "Ann and Ben's group, then the collector");
     let speak = |u: u64, i: usize| {

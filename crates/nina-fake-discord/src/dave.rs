@@ -651,29 +651,36 @@ impl DaveServer {
     ) -> Option<Vec<u8>> {
         let call = self.calls.get(&channel)?;
         let gid = GroupId::from_slice(&channel.to_be_bytes());
-        let mut msgs = Vec::new();
+        let (epoch, sender) = (GroupEpoch::from(epoch), SenderExtensionIndex::new(0));
+        let mut proposals = Vec::with_capacity(removes.len() + adds.len());
         for u in removes {
             let leaf = call.leaf_of(*u)?;
-            let m = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
-                leaf,
-                gid.clone(),
-                GroupEpoch::from(epoch),
-                &self.signer,
-                SenderExtensionIndex::new(0),
-            )
-            .ok()?;
-            msgs.extend(m.tls_serialize_detached().ok()?);
+            proposals.push(
+                ExternalProposal::new_remove::<OpenMlsRustCrypto>(
+                    leaf,
+                    gid.clone(),
+                    epoch,
+                    &self.signer,
+                    sender,
+                )
+                .ok()?,
+            );
         }
         for u in adds {
             let kp = call.joining.get(u)?.clone();
-            let m = ExternalProposal::new_add::<OpenMlsRustCrypto>(
-                kp,
-                gid.clone(),
-                GroupEpoch::from(epoch),
-                &self.signer,
-                SenderExtensionIndex::new(0),
-            )
-            .ok()?;
+            proposals.push(
+                ExternalProposal::new_add::<OpenMlsRustCrypto>(
+                    kp,
+                    gid.clone(),
+                    epoch,
+                    &self.signer,
+                    sender,
+                )
+                .ok()?,
+            );
+        }
+        let mut msgs = Vec::new();
+        for m in proposals {
             msgs.extend(m.tls_serialize_detached().ok()?);
         }
         VLBytes::new(msgs).tls_serialize_detached().ok()

@@ -33,6 +33,21 @@ struct Job {
     out_dir: PathBuf,
 }
 
+impl Job {
+    /// A job for the receiver, against `fake`, joining `calls`, writing into `out_dir`.
+    fn new(fake: &FakeDiscord, calls: Vec<(u64, u64)>, xchacha: bool, out_dir: &Path) -> Self {
+        let cfg = fake.config();
+        Self {
+            gateway_url: fake.gateway_url(),
+            token: cfg.token.clone(),
+            bot_user_id: cfg.bot_user_id,
+            calls,
+            xchacha,
+            out_dir: out_dir.to_path_buf(),
+        }
+    }
+}
+
 /// One decoded 20 ms frame of one SSRC: `S` speech, `Z` silence frame, `G` gap (lost, concealed).
 #[derive(Serialize, Deserialize, Default)]
 struct Stream {
@@ -275,14 +290,7 @@ async fn run(faults: Faults, xchacha: bool, dave: bool) -> Vec<UserResult> {
         control.join_voice(*u, channel).expect("user joins");
     }
     let out = tempfile::tempdir().expect("tempdir");
-    let job = Job {
-        gateway_url: fake.gateway_url(),
-        token: cfg.token.clone(),
-        bot_user_id: cfg.bot_user_id,
-        calls: vec![(cfg.guild_id, channel)],
-        xchacha,
-        out_dir: out.path().to_path_buf(),
-    };
+    let job = Job::new(&fake, vec![(cfg.guild_id, channel)], xchacha, out.path());
     let mut child = start_receiver(&fake, &job, out.path()).await;
     let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
     if let Err(e) = control.wait_for_voice_ready(Duration::from_secs(60)).await {
@@ -584,14 +592,12 @@ async fn a_bot_in_two_guilds_gets_two_voice_sessions_each_with_its_own_speaker()
         .join_voice(carol, g2.voice_channels[1].0)
         .expect("carol joins");
     let out = tempfile::tempdir().expect("tempdir");
-    let job = Job {
-        gateway_url: fake.gateway_url(),
-        token: cfg.token.clone(),
-        bot_user_id: cfg.bot_user_id,
-        calls: vec![(cfg.guild_id, v1), (g2.id, v2)],
-        xchacha: false,
-        out_dir: out.path().to_path_buf(),
-    };
+    let job = Job::new(
+        &fake,
+        vec![(cfg.guild_id, v1), (g2.id, v2)],
+        false,
+        out.path(),
+    );
     let mut child = start_receiver(&fake, &job, out.path()).await;
     let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
     for (g, v) in &job.calls {
@@ -700,14 +706,7 @@ async fn under_dave_users_joining_and_leaving_mid_call_stay_decoded_and_attribut
         "Alice and Bob share a group"
     );
     let out = tempfile::tempdir().expect("tempdir");
-    let job = Job {
-        gateway_url: fake.gateway_url(),
-        token: cfg.token.clone(),
-        bot_user_id: cfg.bot_user_id,
-        calls: vec![(cfg.guild_id, channel)],
-        xchacha: false,
-        out_dir: out.path().to_path_buf(),
-    };
+    let job = Job::new(&fake, vec![(cfg.guild_id, channel)], false, out.path());
     let mut child = start_receiver(&fake, &job, out.path()).await;
     let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
     let joined = control
@@ -854,14 +853,7 @@ async fn under_dave_songbird_recovers_from_each_fault_and_hears_again() {
         .collect();
     control.join_voice(users[0], channel).expect("alice joins");
     let out = tempfile::tempdir().expect("tempdir");
-    let job = Job {
-        gateway_url: fake.gateway_url(),
-        token: cfg.token.clone(),
-        bot_user_id: cfg.bot_user_id,
-        calls: vec![(cfg.guild_id, channel)],
-        xchacha: false,
-        out_dir: out.path().to_path_buf(),
-    };
+    let job = Job::new(&fake, vec![(cfg.guild_id, channel)], false, out.path());
     let mut child = start_receiver(&fake, &job, out.path()).await;
     let log = || std::fs::read_to_string(out.path().join("child.log")).unwrap_or_default();
     let in_sync = |s: &nina_fake_discord::DaveCallState| {
