@@ -297,6 +297,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                     reason,
                 });
             }
+            dave.observe(recording.stats(), &recording.losses());
             let record = dave.record();
             *status.dave.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
             live.set_dave(record);
@@ -309,6 +310,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     let end = recording.now();
     if let Some(stats) = recording.dave() {
         dave.update(std::time::Instant::now(), stats, recording.stats().unseen);
+        dave.observe(recording.stats(), &recording.losses());
         live.set_dave(dave.record());
     }
     if let Some((start, reason)) = dave_rejoin {

@@ -46,6 +46,24 @@ pub struct TickPacket {
     /// received from the network (before the jitter buffer), if known; better than `arrival`
     /// for anchoring, since the jitter buffer's delay varies.
     pub received: Option<u64>,
+    /// The frame came end-to-end encrypted (DAVE) and was decrypted; false for a frame under
+    /// transport encryption only.
+    pub e2ee: bool,
+}
+
+/// Opus silence (`F8 FF FE`): what a sender emits when it stops talking; not speech.
+const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
+
+/// Audio of one user that never reached the recorder, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLoss {
+    /// Packets the sender numbered that never arrived (holes in the sequence numbers); under
+    /// DAVE mostly packets that could not be decrypted.
+    pub unseen: u64,
+    /// Packets estimated missing at the start of a stream: the time between the user's
+    /// Speaking and their first packet that could be read, when the recorder had no key for
+    /// them yet (audio sent before the recorder's keys were ready).
+    pub missed_at_start: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +85,8 @@ struct SsrcState {
     last_seq: Option<u16>,
     /// Losses songbird reported (ticks without a packet) since that packet.
     reported: u64,
+    /// Losses counted before the SSRC's user was known.
+    pending: UserLoss,
 }
 
 /// Turns songbird's voice ticks into per-user [`UserFrame`]s on the session clock.
@@ -79,6 +99,7 @@ pub struct Assembler {
     max_held: usize,
     frame_samples: usize,
     stats: CaptureStats,
+    losses: HashMap<UserId, UserLoss>,
 }
 
 impl Assembler {
@@ -93,7 +114,36 @@ impl Assembler {
             max_held,
             frame_samples,
             stats: CaptureStats::default(),
+            losses: HashMap::new(),
         }
+    }
+
+    /// Audio lost per user so far (users with no loss are absent).
+    pub fn losses(&self) -> &HashMap<UserId, UserLoss> {
+        &self.losses
+    }
+
+    /// `packets` of `ssrc`'s stream are estimated missing before its first readable packet
+    /// (see [`UserLoss::missed_at_start`]).
+    pub fn missed_at_start(&mut self, ssrc: u32, packets: u64) {
+        if packets == 0 {
+            return;
+        }
+        self.stats.missed_at_start += packets;
+        let loss = UserLoss {
+            missed_at_start: packets,
+            ..UserLoss::default()
+        };
+        self.add_loss(ssrc, loss);
+    }
+
+    fn add_loss(&mut self, ssrc: u32, loss: UserLoss) {
+        let target = match self.users.get(&ssrc) {
+            Some(u) => self.losses.entry(*u).or_default(),
+            None => &mut self.ssrcs.entry(ssrc).or_default().pending,
+        };
+        target.unseen += loss.unseen;
+        target.missed_at_start += loss.missed_at_start;
     }
 
     /// Counters so far.
@@ -123,6 +173,12 @@ impl Assembler {
         let Some(state) = self.ssrcs.get_mut(&ssrc) else {
             return Vec::new();
         };
+        let pending = std::mem::take(&mut state.pending);
+        if pending != UserLoss::default() {
+            let l = self.losses.entry(user).or_default();
+            l.unseen += pending.unseen;
+            l.missed_at_start += pending.missed_at_start;
+        }
         state
             .held
             .drain(..)
@@ -193,6 +249,14 @@ impl Assembler {
         for p in packets {
             let user = self.users.get(&p.ssrc).copied();
             let frame_samples = self.frame_samples;
+            if p.opus.as_deref().is_some_and(|o| o != OPUS_SILENCE) {
+                if p.e2ee {
+                    self.stats.e2ee_frames += 1;
+                } else {
+                    self.stats.plain_frames += 1;
+                }
+                self.stats.last_voiced_e2ee = Some(p.e2ee);
+            }
             let state = self.ssrcs.entry(p.ssrc).or_default();
             state.last_heard = arrival;
             match p.rtp {
@@ -207,6 +271,13 @@ impl Assembler {
                         if unseen >= UNSEEN_HOLE {
                             self.stats.unseen_holes += 1;
                             tracing::debug!(ssrc = p.ssrc, unseen, "packets never arrived");
+                        }
+                        if unseen > 0 {
+                            let target = match user {
+                                Some(u) => self.losses.entry(u).or_default(),
+                                None => &mut state.pending,
+                            };
+                            target.unseen += unseen;
                         }
                     }
                     if step.is_none_or(|d| (1..0x8000).contains(&d)) {
@@ -341,6 +412,7 @@ mod tests {
             opus: Some(vec![1, 2, 3]),
             pcm: Some(vec![7; 320]),
             received: None,
+            e2ee: false,
         }
     }
 
@@ -351,6 +423,7 @@ mod tests {
             opus: None,
             pcm: Some(vec![0; 640]),
             received: None,
+            e2ee: false,
         }
     }
 
@@ -382,6 +455,44 @@ mod tests {
         a.forget_sequences();
         a.tick(200, vec![pkt(1, 960 * 190, 5000)]);
         assert_eq!(a.stats().unseen, 63);
+    }
+
+    #[test]
+    fn losses_are_kept_per_user_and_frames_by_encryption() {
+        let mut a = Assembler::new(320, 50);
+        // SSRC 1 loses packets and misses its start before its user is known.
+        a.missed_at_start(1, 7);
+        a.tick(10, vec![pkt(1, 0, 10)]);
+        a.tick(11, vec![pkt(1, 960 * 5, 15)]);
+        assert!(a.losses().is_empty());
+        a.speaking(1, A);
+        assert_eq!(
+            a.losses()[&A],
+            UserLoss {
+                unseen: 4,
+                missed_at_start: 7
+            }
+        );
+        // Known user: counted at once; another user's stream apart.
+        a.speaking(2, B);
+        a.tick(12, vec![pkt(2, 0, 1)]);
+        a.tick(13, vec![pkt(2, 960 * 3, 4)]);
+        a.tick(14, vec![pkt(1, 960 * 7, 17)]);
+        assert_eq!(a.losses()[&A].unseen, 5);
+        assert_eq!(a.losses()[&B].unseen, 2);
+        assert_eq!((a.stats().unseen, a.stats().missed_at_start), (7, 7));
+        // Voiced frames by encryption; silence is not counted.
+        let mut e = pkt(2, 960 * 4, 5);
+        e.e2ee = true;
+        a.tick(15, vec![e]);
+        let mut silence = pkt(2, 960 * 5, 6);
+        silence.opus = Some(OPUS_SILENCE.to_vec());
+        a.tick(16, vec![silence]);
+        let s = a.stats();
+        assert_eq!((s.e2ee_frames, s.plain_frames), (1, 5));
+        assert_eq!(s.last_voiced_e2ee, Some(true));
+        a.tick(17, vec![pkt(2, 960 * 6, 7)]);
+        assert_eq!(a.stats().last_voiced_e2ee, Some(false));
     }
 
     #[test]
@@ -517,6 +628,7 @@ mod tests {
                     opus: None,
                     pcm: Some(vec![1; len]),
                     received: None,
+                    e2ee: false,
                 };
                 for f in a.tick(i as u64, vec![p]) {
                     prop_assert_eq!(f.pcm.as_ref().map(Vec::len), Some(320));

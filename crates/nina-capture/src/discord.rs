@@ -740,6 +740,11 @@ impl Recording {
         self.shared.stats()
     }
 
+    /// Audio that never reached the recording, per user (users with no loss are absent).
+    pub fn losses(&self) -> std::collections::HashMap<UserId, crate::UserLoss> {
+        self.shared.losses()
+    }
+
     /// What DAVE did in this recording's voice connection; `None` when the process has no
     /// [`crate::dave::layer`] to observe it.
     pub fn dave(&self) -> Option<crate::DaveStats> {

@@ -17,7 +17,7 @@ mod discord;
 mod receive;
 
 pub use assemble::{
-    Assembler, MAX_UNATTRIBUTED_SSRCS, RESYNC_FRAMES, RtpInfo, TickPacket, UNSEEN_HOLE,
+    Assembler, MAX_UNATTRIBUTED_SSRCS, RESYNC_FRAMES, RtpInfo, TickPacket, UNSEEN_HOLE, UserLoss,
 };
 pub use dave::DaveStats;
 pub use discord::{Closed, Discord, DiscordConfig, Endpoints, Recording, Token, VoiceMember};
@@ -131,6 +131,16 @@ pub struct CaptureStats {
     pub unseen: u64,
     /// Holes of at least [`crate::UNSEEN_HOLE`] packets among [`Self::unseen`].
     pub unseen_holes: u64,
+    /// Packets estimated missing at the start of streams (see
+    /// [`crate::UserLoss::missed_at_start`]).
+    pub missed_at_start: u64,
+    /// Voiced frames that came end-to-end encrypted (DAVE).
+    pub e2ee_frames: u64,
+    /// Voiced frames under transport encryption only.
+    pub plain_frames: u64,
+    /// Whether the latest voiced frame came end-to-end encrypted (a downgrade to transport
+    /// encryption shows here: songbird reports none).
+    pub last_voiced_e2ee: Option<bool>,
 }
 
 /// Errors of capture.

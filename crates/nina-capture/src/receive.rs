@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     /// Per SSRC: a reference RTP timestamp and the earliest session time (ms) at which it could
     /// have been sent, judging by every packet's receipt (the least-delayed packet wins).
     receipts: Mutex<HashMap<u32, (u32, u64)>>,
+    /// When each stream began, to see audio lost before the recorder could read it.
+    starts: Mutex<StreamStarts>,
     /// Decoding, when configured.
     decoders: Option<Mutex<Decoders>>,
 }
@@ -185,6 +187,7 @@ impl Shared {
             connected_once: AtomicBool::new(false),
             members: Mutex::new(HashSet::new()),
             receipts: Mutex::new(HashMap::new()),
+            starts: Mutex::new(StreamStarts::default()),
             decoders: cfg.decode.format().map(|(rate, channels)| {
                 Mutex::new(Decoders {
                     rate,
@@ -219,6 +222,15 @@ impl Shared {
     /// A packet was received from the network (before the jitter buffer).
     fn received(&self, ssrc: u32, timestamp: u32) {
         let now = self.start.elapsed().as_millis() as u64;
+        let missed = self
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heard(ssrc, now);
+        if missed > 0 {
+            tracing::debug!(ssrc, missed, "packets missed before the first readable one");
+            self.asm().missed_at_start(ssrc, missed);
+        }
         let mut r = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() > 4096 {
             r.clear(); // SSRCs churn; keep it bounded
@@ -240,6 +252,18 @@ impl Shared {
         let (ts0, ms0) = *r.get(&ssrc)?;
         let ms = ms0 as i64 + i64::from(timestamp.wrapping_sub(ts0) as i32) / 48;
         u64::try_from((ms + FRAME_MS as i64 / 2) / FRAME_MS as i64).ok()
+    }
+
+    /// The voice connection changed: streams start over.
+    fn connection_changed(&self) {
+        self.asm().forget_sequences();
+        let mut st = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        *st = StreamStarts::default();
+    }
+
+    /// Audio lost per user so far.
+    pub(crate) fn losses(&self) -> HashMap<UserId, crate::UserLoss> {
+        self.asm().losses().clone()
     }
 
     pub(crate) fn left(&self, user: UserId) {
@@ -291,20 +315,80 @@ impl Shared {
     }
 }
 
+/// A stream announced (Speaking) whose first packet comes later than it should was not
+/// readable meanwhile, unless the wait is this long (ms): then the sender was silent.
+const START_WAIT_MS: u64 = 10_000;
+/// Packets of delay between a Speaking and the first packet that are normal (the client
+/// announces a tick ahead; the signalling and media paths differ).
+const START_SLACK: u64 = 2;
+/// Most streams tracked at once (SSRCs churn; past this the tracking starts over).
+const MAX_TRACKED_STREAMS: usize = 4096;
+
+/// Streams announced but not heard yet, and streams heard, since the voice connection began.
+/// songbird drops packets it cannot decrypt without a trace, and the first packet of a
+/// stream has no sequence number before it to show a hole, so audio sent before the
+/// recorder's DAVE keys were ready shows only as the first packet coming late after the
+/// sender's Speaking.
+#[derive(Debug, Default)]
+struct StreamStarts {
+    /// SSRC -> session time (ms) of its first Speaking.
+    announced: HashMap<u32, u64>,
+    heard: HashSet<u32>,
+}
+
+impl StreamStarts {
+    fn announced(&mut self, ssrc: u32, now_ms: u64) {
+        if self.heard.contains(&ssrc) {
+            return;
+        }
+        if self.announced.len() >= MAX_TRACKED_STREAMS {
+            self.announced.clear();
+        }
+        self.announced.entry(ssrc).or_insert(now_ms);
+    }
+
+    /// A readable packet of `ssrc` came; returns the packets estimated missed before it.
+    fn heard(&mut self, ssrc: u32, now_ms: u64) -> u64 {
+        if self.heard.contains(&ssrc) {
+            return 0;
+        }
+        if self.heard.len() >= MAX_TRACKED_STREAMS {
+            self.heard.clear();
+        }
+        self.heard.insert(ssrc);
+        match self.announced.remove(&ssrc) {
+            Some(t) => {
+                let wait = now_ms.saturating_sub(t);
+                if wait >= START_WAIT_MS {
+                    0
+                } else {
+                    (wait / FRAME_MS).saturating_sub(START_SLACK)
+                }
+            }
+            None => 0,
+        }
+    }
+}
+
 /// The Opus payload of a received packet: after Discord's encrypted header extension, before
 /// the AEAD tag and nonce. songbird 0.6 gives `payload_offset` (the cipher's prefix) and, despite
 /// its name, `payload_end_pad` as the index where the payload ends.
-fn opus_payload(rtp_payload: &[u8], offset: usize, end: usize, extension: bool) -> Option<&[u8]> {
+/// Also says whether the frame came end-to-end encrypted (it carried a DAVE trailer).
+fn opus_payload(
+    rtp_payload: &[u8],
+    offset: usize,
+    end: usize,
+    extension: bool,
+) -> Option<(&[u8], bool)> {
     let mut start = offset;
     if extension {
         let pre = rtp_payload.get(start..start + 4)?;
         start += 4 + 4 * usize::from(u16::from_be_bytes([pre[2], pre[3]]));
     }
     let end = end.min(rtp_payload.len());
-    rtp_payload
-        .get(start..end)
-        .map(dave_plaintext)
-        .filter(|p| !p.is_empty())
+    let body = rtp_payload.get(start..end)?;
+    let opus = dave_plaintext(body);
+    (!opus.is_empty()).then_some((opus, opus.len() < body.len()))
 }
 
 /// Marker ending every DAVE (end-to-end encrypted) media frame.
@@ -346,7 +430,7 @@ fn tick_packet(ssrc: u32, d: &VoiceData) -> TickPacket {
                 p.payload_end_pad,
                 r.get_extension() != 0,
             )
-            .map(<[u8]>::to_vec);
+            .map(|(o, e2ee)| (o.to_vec(), e2ee));
             (Some(info), opus)
         }
         None => (None, None),
@@ -354,7 +438,8 @@ fn tick_packet(ssrc: u32, d: &VoiceData) -> TickPacket {
     TickPacket {
         ssrc,
         rtp,
-        opus,
+        e2ee: opus.as_ref().is_some_and(|(_, e)| *e),
+        opus: opus.map(|(o, _)| o),
         pcm: d.decoded_voice.clone(),
         received: None,
     }
@@ -374,6 +459,11 @@ impl EventHandler for Receiver {
                 s.received(r.get_ssrc(), r.get_timestamp().0.0);
             }
             EventContext::SpeakingStateUpdate(sp) => {
+                let now = s.start.elapsed().as_millis() as u64;
+                s.starts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .announced(sp.ssrc, now);
                 if let Some(u) = sp.user_id {
                     let frames = s.asm().speaking(sp.ssrc, UserId(u.0));
                     s.frames(frames);
@@ -388,7 +478,7 @@ impl EventHandler for Receiver {
                 });
             }
             EventContext::DriverConnect(_) => {
-                s.asm().forget_sequences();
+                s.connection_changed();
                 let reconnect = s.connected_once.swap(true, Ordering::Relaxed);
                 s.send(CaptureEvent::Connected {
                     frame: s.now(),
@@ -396,7 +486,7 @@ impl EventHandler for Receiver {
                 });
             }
             EventContext::DriverReconnect(_) => {
-                s.asm().forget_sequences();
+                s.connection_changed();
                 s.connected_once.store(true, Ordering::Relaxed);
                 s.send(CaptureEvent::Connected {
                     frame: s.now(),
@@ -404,7 +494,7 @@ impl EventHandler for Receiver {
                 });
             }
             EventContext::DriverDisconnect(d) => {
-                s.asm().forget_sequences();
+                s.connection_changed();
                 s.send(CaptureEvent::Disconnected {
                     frame: s.now(),
                     reason: format!("{:?} {:?}", d.kind, d.reason),
@@ -426,14 +516,23 @@ mod tests {
         let mut p = vec![0xBE, 0xDE, 0, 1, 9, 9, 9, 9, 1, 2, 3];
         p.extend([0u8; 20]);
         let end = p.len() - 20;
-        assert_eq!(opus_payload(&p, 0, end, true), Some(&[1u8, 2, 3][..]));
+        assert_eq!(
+            opus_payload(&p, 0, end, true),
+            Some((&[1u8, 2, 3][..], false))
+        );
         assert_eq!(
             opus_payload(&p[..3], 0, 3, true),
             None,
             "truncated preamble"
         );
-        assert_eq!(opus_payload(&p, 0, 2, false), Some(&[0xBE, 0xDE][..]));
-        assert_eq!(opus_payload(&p, 0, 10_000, true).map(<[u8]>::len), Some(23));
+        assert_eq!(
+            opus_payload(&p, 0, 2, false),
+            Some((&[0xBE, 0xDE][..], false))
+        );
+        assert_eq!(
+            opus_payload(&p, 0, 10_000, true).map(|(o, _)| o.len()),
+            Some(23)
+        );
     }
 
     #[test]
@@ -448,7 +547,10 @@ mod tests {
         p.extend(&body);
         p.extend([0u8; 20]);
         let end = p.len() - 20;
-        assert_eq!(opus_payload(&p, 0, end, true), Some(&[1u8, 2, 3, 4][..]));
+        assert_eq!(
+            opus_payload(&p, 0, end, true),
+            Some((&[1u8, 2, 3, 4][..], true))
+        );
         // No marker, a size that does not fit, or too short: left alone.
         assert_eq!(dave_plaintext(&[1, 2, 3]), &[1, 2, 3]);
         let mut big = body.clone();
@@ -459,6 +561,29 @@ mod tests {
         small[n - 3] = 3;
         assert_eq!(dave_plaintext(&small), &small[..]);
         assert_eq!(dave_plaintext(&[0xF8, 0xFF, 0xFE]), &[0xF8, 0xFF, 0xFE]);
+    }
+
+    #[test]
+    fn a_stream_that_starts_late_after_its_speaking_counts_the_missed_packets() {
+        let mut st = StreamStarts::default();
+        // Announced a tick ahead, first packet on time: nothing missed.
+        st.announced(1, 1000);
+        assert_eq!(st.heard(1, 1030), 0);
+        // Announced, first readable packet 400 ms later: 20 packets, less the slack.
+        st.announced(2, 1000);
+        assert_eq!(st.heard(2, 1400), 20 - START_SLACK);
+        // Only the first packet of a stream counts, and a later Speaking changes nothing.
+        st.announced(2, 5000);
+        assert_eq!(st.heard(2, 9000), 0);
+        // Announced, then silent for longer than the wait: the sender was quiet, not lost.
+        st.announced(3, 0);
+        assert_eq!(st.heard(3, START_WAIT_MS + 20), 0);
+        // A packet never announced: nothing to measure against.
+        assert_eq!(st.heard(4, 50), 0);
+        // The first Speaking is the start: a repeat does not move it.
+        st.announced(5, 100);
+        st.announced(5, 300);
+        assert_eq!(st.heard(5, 300), 10 - START_SLACK);
     }
 
     proptest::proptest! {

@@ -268,6 +268,7 @@ impl Control {
                 },
                 done: Some(tx),
                 started: false,
+                announced: false,
             });
             Ok::<_, Error>(())
         })?;

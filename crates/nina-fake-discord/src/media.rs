@@ -122,6 +122,21 @@ pub(crate) fn rtp_packet(
     Some(pkt)
 }
 
+/// Speaking (op 5) for `uid`'s stream, to the bot's connection carrying `channel`.
+fn send_speaking(
+    voice: &mut std::collections::BTreeMap<u64, crate::state::VoiceConn>,
+    channel: Option<u64>,
+    uid: u64,
+    ssrc: u32,
+) {
+    if let Some(v) = channel.and_then(|c| voice.values_mut().find(|v| v.channel_id == c)) {
+        v.send(
+            5,
+            json!({"user_id": uid.to_string(), "ssrc": ssrc, "speaking": 1, "delay": 0}),
+        );
+    }
+}
+
 /// Decrypts a packet built by [`rtp_packet`], returning `(seq, ts, ssrc, opus)`.
 #[cfg(test)]
 pub(crate) fn open_rtp(
@@ -255,16 +270,18 @@ fn tick(st: &mut State, now: Instant) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
             // Speaking (op 5) goes out one tick before the audio, as a client announces it
             // before it sends: a DAVE receiver can only decrypt an SSRC it can map to a user.
             sp.started = true;
-            if let Some(v) = u
-                .voice_channel
-                .and_then(|c| st.voice.values_mut().find(|v| v.channel_id == c))
-            {
-                v.send(
-                    5,
-                    json!({"user_id": uid.to_string(), "ssrc": u.ssrc, "speaking": 1, "delay": 0}),
-                );
-            }
+            sp.announced = true;
+            send_speaking(&mut st.voice, u.voice_channel, uid, u.ssrc);
             continue;
+        }
+        if !heard {
+            sp.announced = false;
+        } else if !sp.announced {
+            // The bot connected while this user was talking: like a joining client, it is told
+            // who is speaking (it could not map, nor under DAVE decrypt, the stream otherwise),
+            // and the audio goes on without waiting for its keys.
+            sp.announced = true;
+            send_speaking(&mut st.voice, u.voice_channel, uid, u.ssrc);
         }
         sp.started = true;
         // The shared frames are borrowed, never copied: an `Arc` clone per user and tick.

@@ -80,6 +80,8 @@ pub(crate) struct Speech {
     pub(crate) report: SpeechReport,
     pub(crate) done: Option<oneshot::Sender<SpeechReport>>,
     pub(crate) started: bool,
+    /// Speaking (op 5) was sent to the bot's current connection for this speech.
+    pub(crate) announced: bool,
 }
 
 /// RTP stream state of one user.

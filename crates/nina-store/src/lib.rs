@@ -22,8 +22,8 @@ pub use audio::{WavAudio, WavEncoding, read_wav, write_wav};
 pub use lock::{LOCK_FILE, SessionLock};
 pub use names::{date_of_unix_ms, is_safe_id, is_safe_relative, utterance_file};
 pub use schema::{
-    CURRENT_VERSION, DaveRecord, Failure, Gap, Participant, Place, Presence, Processing, Recorder,
-    SCHEMA, SchemaError, Session, TrackRecord, UtteranceRecord, track_file,
+    CURRENT_VERSION, DaveRecord, DaveUserLoss, Failure, Gap, Participant, Place, Presence,
+    Processing, Recorder, SCHEMA, SchemaError, Session, TrackRecord, UtteranceRecord, track_file,
 };
 pub use track::{
     OPUS_SILENCE, OpusTrack, OpusTrackWriter, TRACK_RATE, TrackPacket, TrackSummary,

@@ -101,6 +101,32 @@ pub struct DaveRecord {
     pub unseen_packets: u64,
     /// Times the recorder left and joined the channel again to get new DAVE state.
     pub rejoins: u32,
+    /// Packets estimated lost at the start of streams because the recorder had no key for
+    /// them yet (audio sent before its keys were ready).
+    #[serde(default)]
+    pub missed_at_start: u64,
+    /// Voiced frames received end-to-end encrypted, and under transport encryption only (a
+    /// downgrade shows here).
+    #[serde(default)]
+    pub e2ee_frames: u64,
+    /// See [`Self::e2ee_frames`].
+    #[serde(default)]
+    pub plain_frames: u64,
+    /// Audio lost per user (users who lost none are absent), by user id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<DaveUserLoss>,
+}
+
+/// Audio of one user that never reached the recorder under DAVE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaveUserLoss {
+    /// Discord user id.
+    pub user_id: u64,
+    /// Packets that never arrived (holes in the sender's sequence numbers): mostly packets
+    /// that could not be decrypted.
+    pub unseen_packets: u64,
+    /// Packets estimated lost at the start of the user's stream (no key for them yet).
+    pub missed_at_start: u64,
 }
 
 /// The program that recorded the session.
