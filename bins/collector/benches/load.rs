@@ -23,7 +23,10 @@
 //!   encryption only. The DAVE column: time from the collector's voice connection to everyone
 //!   being in one MLS group with it (audio starts then), epochs the call went through, and
 //!   packets that never reached the collector (holes in sequence numbers: under DAVE, packets
-//!   it could not decrypt).
+//!   it could not decrypt), the worst user's share of them, and the collector's rejoins.
+//! - `NINA_LOAD_DAVE_REJOIN_EVERY`: seconds; in the long run (`NINA_LOAD_SLOPE_MINUTES`), arm
+//!   three corrupt commits that often, so the collector refuses three group updates within a
+//!   minute and rejoins the channel: memory across many rejoins.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -467,6 +470,22 @@ async fn run_row(
             sent: sent.clone(),
         })));
     }
+    let rejoin_every: u64 = env_or("NINA_LOAD_DAVE_REJOIN_EVERY", 0);
+    if churn && dave && rejoin_every > 0 {
+        let control = control.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(rejoin_every)).await;
+                if Instant::now() >= until {
+                    break;
+                }
+                for _ in 0..3 {
+                    control.dave_fault(nina_fake_discord::DaveFault::GarbageCommit);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
     let mut rss_points = Vec::new();
     let mut peak_kib = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -527,20 +546,33 @@ async fn run_row(
         field(&recorded, "unattributed").unwrap_or_else(|| "?".into()),
     );
     let utterances = field(&recorded, "utterances").unwrap_or_else(|| "?".into());
-    let dave_row = group_ready.map(|g| {
-        let epochs = control.dave_state(voice).map_or(0, |s| s.epoch_changes);
-        (
-            g,
-            epochs,
-            field(&recorded, "unseen").unwrap_or_else(|| "?".into()),
-        )
-    });
     // Voiced packets stored in each track, against what the fake sent.
     let mut stored = 0u64;
     let sessions = nina_store::Store::new(&data_path).sessions()?;
     let session = sessions.first().context("no session stored")?;
+    let loaded = session.load()?;
+    let dave_row = group_ready.map(|g| {
+        let epochs = control.dave_state(voice).map_or(0, |s| s.epoch_changes);
+        // Per user: packets that never arrived plus those missed at a stream's start.
+        let worst = loaded.dave.as_ref().map_or(0, |d| {
+            d.users
+                .iter()
+                .map(|l| l.unseen_packets + l.missed_at_start)
+                .max()
+                .unwrap_or(0)
+        });
+        let rejoins = loaded.dave.as_ref().map_or(0, |d| d.rejoins);
+        (
+            g,
+            epochs,
+            format!(
+                "{} (worst user {worst}) / {rejoins} rejoins",
+                field(&recorded, "unseen").unwrap_or_else(|| "?".into())
+            ),
+        )
+    });
     // Users who never spoke (turn-taking) have no track.
-    let tracks: Vec<u64> = session.load()?.tracks.iter().map(|t| t.user_id).collect();
+    let tracks: Vec<u64> = loaded.tracks.iter().map(|t| t.user_id).collect();
     for u in ids.iter().filter(|u| tracks.contains(u)) {
         let path = session.root().join(nina_store::track_file(*u));
         match nina_store::read_opus_track(&path) {
@@ -598,7 +630,7 @@ fn encode_speech() -> Result<Arc<[Vec<u8>]>> {
 
 fn print_header() {
     println!(
-        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed/unattributed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) | DAVE: group after (s) / epochs / packets never arrived |"
+        "| users | mode | mean speaking | bot CPU (% of a core) | CPU per speaker (% of a core) | speakers per core | peak RSS (MiB) | RSS at end (MiB) | speech packets sent | lost in bot (sent − stored) | of which the kernel dropped (socket buffer full) | capture lost/late/overflowed/unattributed | utterances | transcripts live | latency p50 / p95 (s) | fake CPU (% of a core) | DAVE: group after (s) / epochs / packets never arrived / rejoins |"
     );
     println!(
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"

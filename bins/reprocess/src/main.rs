@@ -88,6 +88,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Score a diarization against a reference: diarization error rate (missed speech, false
+    /// alarm, speaker confusion) with the optimal speaker mapping, at collars 0 and 0.25 s
+    /// (seconds removed on each side of every reference boundary, as NIST md-eval's `-c`).
+    Score {
+        /// Reference RTTM.
+        #[arg(long = "ref")]
+        reference: PathBuf,
+        /// Hypothesis RTTM.
+        #[arg(long)]
+        hyp: PathBuf,
+        /// Collars to score at, in seconds (repeatable).
+        #[arg(long = "collar", default_values_t = [0.0, 0.25])]
+        collars: Vec<f64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -240,6 +257,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<FailedUtterances>().is_some() {
         return exit::FAILED_UTTERANCES;
     }
+    if e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<nina_eval::rttm::RttmError>().is_some()
+    {
+        return exit::USAGE;
+    }
     match e.downcast_ref::<nina_models::ModelError>() {
         Some(nina_models::ModelError::ChecksumRequired { .. }) => return exit::USAGE,
         Some(_) => return exit::MODELS,
@@ -360,10 +382,70 @@ fn pipeline(opts: &Opts) -> anyhow::Result<Pipeline> {
     Pipeline::new(cfg).context("configuration")
 }
 
+/// `reprocess score`: no models needed.
+fn score(reference: &Path, hyp: &Path, collars: &[f64], json: bool) -> anyhow::Result<()> {
+    let read = |p: &Path| -> anyhow::Result<Vec<nina_eval::testdata::Turn>> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        nina_eval::rttm::parse(&text).with_context(|| format!("parsing {}", p.display()))
+    };
+    let (r, h) = (read(reference)?, read(hyp)?);
+    if let Some(bad) = collars.iter().find(|c| !c.is_finite() || **c < 0.0) {
+        return Err(UsageError(format!("--collar {bad}: give seconds >= 0")).into());
+    }
+    let scores: Vec<nina_eval::der::Der> = collars
+        .iter()
+        .map(|c| nina_eval::der::der(&r, &h, *c))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+        return Ok(());
+    }
+    println!("| collar (s) | DER | missed | false alarm | confusion | scored speech (s) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for d in &scores {
+        let pct = |x: f64| {
+            if d.total > 0.0 {
+                100.0 * x / d.total
+            } else {
+                0.0
+            }
+        };
+        println!(
+            "| {:.2} | {:.2}% | {:.2}% | {:.2}% | {:.2}% | {:.1} |",
+            d.collar,
+            100.0 * d.der,
+            pct(d.missed),
+            pct(d.false_alarm),
+            pct(d.confusion),
+            d.total
+        );
+    }
+    if let Some(d) = scores.first() {
+        let pairs: Vec<String> = d.mapping.iter().map(|(r, h)| format!("{r}={h}")).collect();
+        println!("mapping: {}", pairs.join(" "));
+    }
+    Ok(())
+}
+
+/// A bad command-line value found after parsing (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = match cli.command {
+        Command::Score {
+            reference,
+            hyp,
+            collars,
+            json,
+        } => return score(&reference, &hyp, &collars, json),
+        other => other,
+    };
     let pipeline = pipeline(&cli.opts)?;
     let force = cli.opts.force;
-    match cli.command {
+    match command {
         Command::File { audio, out, data } => {
             let dest = match (out, data) {
                 (Some(out), _) => SessionDir::new(out),
@@ -419,6 +501,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", r.path.display());
             Ok(())
         }
+        Command::Score { .. } => Ok(()),
         Command::All { data } => {
             let dirs = Store::new(&data)
                 .sessions()

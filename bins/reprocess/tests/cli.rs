@@ -724,3 +724,66 @@ fn session_segments_a_raw_recording_then_transcribes_it() {
     assert_eq!(c, 0, "{e}");
     assert!(e.contains("already transcribed"), "{e}");
 }
+
+/// `reprocess score`: DER as a table and as JSON, at collars 0 and 0.25 s, against the
+/// pyannote sample's own reference; exit 2 for an RTTM that does not parse.
+#[test]
+fn score_compares_two_rttm_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = nina_eval::testdata::pyannote_rttm().expect("run scripts/setup.sh");
+    let r = dir.path().join("ref.rttm");
+    std::fs::write(&r, nina_eval::rttm::write("sample", &reference)).unwrap();
+    // The hypothesis: the reference with its speakers renamed and every turn 0.1 s late.
+    let hyp: Vec<_> = reference
+        .iter()
+        .map(|t| nina_eval::testdata::Turn {
+            speaker: format!("spk_{}", t.speaker.chars().rev().collect::<String>()),
+            start: t.start + 0.1,
+            end: t.end + 0.1,
+            text: String::new(),
+        })
+        .collect();
+    let h = dir.path().join("hyp.rttm");
+    std::fs::write(&h, nina_eval::rttm::write("sample", &hyp)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reprocess"))
+        .args(["score", "--ref"])
+        .arg(&r)
+        .arg("--hyp")
+        .arg(&h)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let der = |i: usize| scores[i]["der"].as_f64().unwrap();
+    assert_eq!(scores[0]["collar"], 0.0);
+    assert_eq!(scores[1]["collar"], 0.25);
+    assert!(
+        der(0) > 0.005,
+        "a 0.1 s shift costs something without a collar: {scores}"
+    );
+    assert!(der(1) < 1e-6, "and nothing with a 0.25 s collar: {scores}");
+    // Its table, and an RTTM that does not parse.
+    let table = Command::new(env!("CARGO_BIN_EXE_reprocess"))
+        .args(["score", "--ref"])
+        .arg(&r)
+        .arg("--hyp")
+        .arg(&h)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("| 0.25 | 0.00% |"));
+    std::fs::write(&h, "SPEAKER x 1 zero 1 <NA> <NA> A <NA> <NA>\n").unwrap();
+    let (c, err) = code(
+        Command::new(env!("CARGO_BIN_EXE_reprocess"))
+            .args(["score", "--ref"])
+            .arg(&r)
+            .arg("--hyp")
+            .arg(&h),
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("line 1"), "{err}");
+}

@@ -2,10 +2,14 @@
 //!
 //! - [`wer`]: word error rate after [`normalize`] (lower-case, punctuation stripped).
 //! - [`frame_f1`]: agreement of two sets of speech regions at a fixed frame size.
+//! - [`der`]: diarization error rate with optimal speaker mapping and a collar; [`rttm`]
+//!   reads and writes the turns it scores.
 //! - [`testdata`]: the reference speech that `scripts/setup.sh` puts in `testdata/`.
 //! - [`memory`]: peak memory for benchmark tables.
 
+pub mod der;
 pub mod memory;
+pub mod rttm;
 pub mod testdata;
 
 /// Spells out a whole number below 10,000 the way references write it ("ten", "twenty one").

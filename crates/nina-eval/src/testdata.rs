@@ -140,22 +140,7 @@ pub fn pyannote_rttm() -> Result<Vec<Turn>> {
     let p = require("pyannote/sample.rttm")?;
     let text =
         std::fs::read_to_string(&p).map_err(|e| TestDataError(format!("{}: {e}", p.display())))?;
-    text.lines()
-        .filter(|l| l.starts_with("SPEAKER"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-            match (num(3), num(4), f.get(7)) {
-                (Some(s), Some(d), Some(spk)) => Ok(Turn {
-                    speaker: spk.to_string(),
-                    start: s,
-                    end: s + d,
-                    text: String::new(),
-                }),
-                _ => Err(TestDataError(format!("bad RTTM line `{l}`"))),
-            }
-        })
-        .collect()
+    crate::rttm::parse(&text).map_err(|e| TestDataError(format!("{}: {e}", p.display())))
 }
 
 /// Transcript of the pyannote sample (`sample.stm`), turn by turn.
