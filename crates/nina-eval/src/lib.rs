@@ -3,10 +3,12 @@
 //! - [`wer`]: word error rate after [`normalize`] (lower-case, punctuation stripped).
 //! - [`frame_f1`]: agreement of two sets of speech regions at a fixed frame size.
 //! - [`der`]: diarization error rate with optimal speaker mapping and a collar; [`rttm`]
-//!   reads and writes the turns it scores.
+//!   reads and writes the turns it scores; [`conversation`] synthesizes conversations with an
+//!   exact reference from the test voices.
 //! - [`testdata`]: the reference speech that `scripts/setup.sh` puts in `testdata/`.
 //! - [`memory`]: peak memory for benchmark tables.
 
+pub mod conversation;
 pub mod der;
 pub mod memory;
 pub mod rttm;
