@@ -6,7 +6,8 @@
 //! File and folder names are built from ids and times only; display names live inside JSON.
 //! Every write goes through [`nina_fs::write`] (whole files only); [`SessionDir::load`] validates
 //! the schema and names the field that is wrong. A process works on a session only while it holds
-//! the session's [`SessionLock`], and removes or replaces only files the session owns. See
+//! the session's [`SessionLock`], and removes or replaces only files the session owns. Per
+//! guild, `<data>/<guild_id>/voiceprints.json` holds the users' [`voiceprints`]. See
 //! `docs/store.md`.
 
 pub mod audio;
@@ -14,6 +15,7 @@ mod lock;
 mod names;
 mod schema;
 pub mod track;
+pub mod voiceprints;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ pub use track::{
     OPUS_SILENCE, OpusTrack, OpusTrackWriter, TRACK_RATE, TrackPacket, TrackSummary,
     opus_packet_samples, read_opus_track, repair_opus_track,
 };
+pub use voiceprints::{VoicePrint, VoicePrints};
 
 /// `session.json`.
 pub const SESSION_JSON: &str = "session.json";
