@@ -1,15 +1,16 @@
-//! The d-vector embedder through ONNX Runtime loaded from `models/` (needs `scripts/setup.sh`).
+//! The d-vector embedder (configured through `EmbedderConfig::dvector`) through ONNX Runtime loaded
+//! from `models/` (needs `scripts/setup.sh`).
 
-use nina_diarize::{EMBEDDING_DIM, SpeakerEmbedder, cosine};
+use nina_diarize::{DVECTOR_DIM, OnnxEmbedder, SpeakerEmbedder, cosine};
 use nina_eval::testdata;
 use nina_models::ModelDir;
 
-fn embedder() -> SpeakerEmbedder {
-    SpeakerEmbedder::from_models(&ModelDir::new(testdata::models_dir()), 2)
+fn embedder() -> OnnxEmbedder {
+    OnnxEmbedder::dvector_from_models(&ModelDir::new(testdata::models_dir()), 2)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn embed(e: &mut SpeakerEmbedder, clip: &testdata::Clip) -> Vec<f32> {
+fn embed(e: &mut OnnxEmbedder, clip: &testdata::Clip) -> Vec<f32> {
     let audio = testdata::read_wav_16k_mono(&clip.path).unwrap_or_else(|e| panic!("{e}"));
     e.embed(&audio).unwrap()
 }
@@ -23,7 +24,7 @@ fn same_reader_is_closer_than_another_voice() {
     let b = embed(&mut e, &libri[3]);
     let f = embed(&mut e, &slt[0]);
     for v in [&a, &b, &f] {
-        assert_eq!(v.len(), EMBEDDING_DIM);
+        assert_eq!(v.len(), DVECTOR_DIM);
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
     }
