@@ -101,6 +101,10 @@ pub struct EmbedderConfig {
     pub min_samples: usize,
     /// Most windows in one model run.
     pub max_batch: usize,
+    /// Whether an item's output is independent of the other items in its batch. Dynamically
+    /// quantised models (int8 ranges computed over the whole input tensor) are not: for them
+    /// each input's windows run on their own, so `embed_batch` equals `embed` one at a time.
+    pub batch_independent: bool,
 }
 
 impl EmbedderConfig {
@@ -117,6 +121,7 @@ impl EmbedderConfig {
             windowing: None,
             min_samples: 1_600,
             max_batch: 64,
+            batch_independent: true,
         }
     }
 
@@ -135,6 +140,8 @@ impl EmbedderConfig {
             }),
             min_samples: 1_600,
             max_batch: 64,
+            // int8 with dynamic quantisation: the ranges depend on the whole batch.
+            batch_independent: false,
         }
     }
 }
@@ -278,8 +285,10 @@ impl OnnxEmbedder {
         bins: usize,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
         let name = self.config.name.clone();
-        let batch = match self.config.layout {
-            Layout::FramesBins => Array3::from_shape_vec((n, frames, bins), data.to_vec()),
+        let transposed;
+        let view = match self.config.layout {
+            Layout::FramesBins => ndarray::ArrayView3::from_shape((n, frames, bins), data)
+                .map_err(|e| run_err(&name, e))?,
             Layout::BinsFrames => {
                 let mut a = Array3::<f32>::zeros((n, bins, frames));
                 for w in 0..n {
@@ -289,11 +298,11 @@ impl OnnxEmbedder {
                         }
                     }
                 }
-                Ok(a)
+                transposed = a;
+                transposed.view()
             }
-        }
-        .map_err(|e| run_err(&name, e))?;
-        let input = TensorRef::from_array_view(batch.view()).map_err(|e| run_err(&name, e))?;
+        };
+        let input = TensorRef::from_array_view(view).map_err(|e| run_err(&name, e))?;
         let outputs = self
             .session
             .run(ort::inputs![self.config.input.as_str() => input])
@@ -310,6 +319,36 @@ impl OnnxEmbedder {
             ));
         }
         Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// Model inputs of one length waiting for a run.
+#[derive(Debug, Default)]
+struct Pending {
+    bins: usize,
+    /// The window each input belongs to.
+    owners: Vec<usize>,
+    /// The inputs' features, one after another.
+    data: Vec<f32>,
+}
+
+impl OnnxEmbedder {
+    /// Runs the inputs of `g` and adds each unit-length output to its window's sum.
+    fn flush(
+        &mut self,
+        frames: usize,
+        g: Pending,
+        sums: &mut [Vec<f32>],
+    ) -> Result<(), DiarizeError> {
+        if g.owners.is_empty() {
+            return Ok(());
+        }
+        let rows = self.run(&g.data, g.owners.len(), frames, g.bins)?;
+        for (owner, mut row) in g.owners.iter().zip(rows) {
+            normalise(&mut row);
+            sums[*owner].iter_mut().zip(&row).for_each(|(s, x)| *s += x);
+        }
+        Ok(())
     }
 }
 
@@ -339,57 +378,69 @@ impl SpeakerEmbedder for OnnxEmbedder {
                 return Err(DiarizeError::Audio("non-finite sample".into()));
             }
         }
-        // Model inputs grouped by length: (owner, frames of one input).
-        let mut groups: BTreeMap<usize, Vec<(usize, Vec<f32>)>> = BTreeMap::new();
-        let mut bins = 0;
+        // Model inputs wait in groups of equal length; a group runs when it holds `max_batch`,
+        // and everything runs when the groups together hold more than four batches, so memory
+        // stays bounded however many windows are given.
+        let dim = self.config.dim;
+        let mut sums = vec![vec![0.0f32; dim]; windows.len()];
+        let mut groups: BTreeMap<usize, Pending> = BTreeMap::new();
+        let mut waiting = 0;
         for (i, audio) in windows.iter().enumerate() {
             let f = self.extractor.compute(audio);
-            bins = f.bins;
             if f.frames == 0 {
                 return Err(DiarizeError::Audio(format!(
                     "{} samples make no feature frame",
                     audio.len()
                 )));
             }
+            let bins = f.bins;
+            let mut inputs = Vec::new();
             match self.config.windowing {
-                None => {
-                    let mut f = f;
-                    if self.config.mean_norm {
-                        f.subtract_means();
-                    }
-                    groups.entry(f.frames).or_default().push((i, f.data));
-                }
+                None => inputs.push(f),
                 Some(w) => {
                     let mut data = f.data;
                     let frames = f.frames.max(w.frames);
                     data.resize(frames * bins, 0.0);
-                    let count = 1 + (frames - w.frames) / w.hop;
-                    for k in 0..count {
+                    for k in 0..=(frames - w.frames) / w.hop {
                         let s = k * w.hop * bins;
-                        let mut part = Features {
+                        inputs.push(Features {
                             frames: w.frames,
                             bins,
                             data: data[s..s + w.frames * bins].to_vec(),
-                        };
-                        if self.config.mean_norm {
-                            part.subtract_means();
-                        }
-                        groups.entry(w.frames).or_default().push((i, part.data));
+                        });
                     }
                 }
             }
-        }
-        let dim = self.config.dim;
-        let mut sums = vec![vec![0.0f32; dim]; windows.len()];
-        for (frames, items) in groups {
-            for chunk in items.chunks(self.config.max_batch) {
-                let data: Vec<f32> = chunk.iter().flat_map(|(_, d)| d.iter().copied()).collect();
-                let rows = self.run(&data, chunk.len(), frames, bins)?;
-                for ((owner, _), mut row) in chunk.iter().zip(rows) {
-                    normalise(&mut row);
-                    sums[*owner].iter_mut().zip(&row).for_each(|(s, x)| *s += x);
+            for mut input in inputs {
+                if self.config.mean_norm {
+                    input.subtract_means();
+                }
+                let g = groups.entry(input.frames).or_insert_with(|| Pending {
+                    bins,
+                    ..Pending::default()
+                });
+                g.owners.push(i);
+                g.data.extend_from_slice(&input.data);
+                waiting += 1;
+                if g.owners.len() >= self.config.max_batch {
+                    let empty = Pending {
+                        bins,
+                        ..Pending::default()
+                    };
+                    let (frames, g) = (input.frames, std::mem::replace(g, empty));
+                    waiting -= g.owners.len();
+                    self.flush(frames, g, &mut sums)?;
                 }
             }
+            if waiting > 4 * self.config.max_batch || !self.config.batch_independent {
+                for (frames, g) in std::mem::take(&mut groups) {
+                    self.flush(frames, g, &mut sums)?;
+                }
+                waiting = 0;
+            }
+        }
+        for (frames, g) in groups {
+            self.flush(frames, g, &mut sums)?;
         }
         for s in &mut sums {
             normalise(s);

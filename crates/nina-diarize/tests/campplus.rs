@@ -4,9 +4,11 @@
 //! 192-d embedding. Needs `scripts/setup.sh` (models and testdata); fails, naming the command,
 //! without them.
 
-use nina_diarize::{CAMPPLUS_DIM, FbankConfig, KaldiFbank, OnnxEmbedder, SpeakerEmbedder, cosine};
+use nina_diarize::{
+    CAMPPLUS_DIM, EmbedderConfig, FbankConfig, KaldiFbank, OnnxEmbedder, SpeakerEmbedder, cosine,
+};
 use nina_eval::testdata;
-use nina_models::ModelDir;
+use nina_models::{ModelDir, catalog};
 use serde_json::Value;
 
 struct Case {
@@ -144,6 +146,25 @@ fn batched_windows_equal_one_at_a_time() {
         assert!(cos > 0.99999, "batched vs single: {cos}");
     }
     assert!(e.embed_batch(&[]).unwrap().is_empty());
+
+    // Small batches: groups run when full, and all at once when too many lengths wait.
+    let mut config = EmbedderConfig::campplus();
+    config.max_batch = 2;
+    let mut small = OnnxEmbedder::from_spec(
+        &ModelDir::new(testdata::models_dir()),
+        &catalog::CAMPPLUS,
+        config,
+        1,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let lengths: Vec<&[f32]> = (0..12)
+        .map(|k| &audio[k * 1_000..k * 1_000 + 16_000 + (k % 5) * 800])
+        .collect();
+    let again = small.embed_batch(&lengths).unwrap();
+    for (w, b) in lengths.iter().zip(&again) {
+        let cos = cosine(&e.embed(w).unwrap(), b);
+        assert!(cos > 0.99999, "small batches vs single: {cos}");
+    }
 }
 
 #[test]

@@ -40,3 +40,21 @@ fn bad_audio_is_an_error() {
     assert!(e.embed(&[0.0; 100]).is_err());
     assert!(e.embed(&vec![f32::NAN; 16_000]).is_err());
 }
+
+#[test]
+fn batched_d_vectors_equal_one_at_a_time() {
+    let mut e = embedder();
+    let libri = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let audio = testdata::read_wav_16k_mono(&libri[0].path).unwrap_or_else(|e| panic!("{e}"));
+    // A short window (padded to one 80-frame window) and longer ones (several, averaged).
+    let windows: Vec<&[f32]> = vec![&audio[..8_000], &audio[..24_000], &audio[4_000..40_000]];
+    let batched = e.embed_batch(&windows).unwrap();
+    for (w, b) in windows.iter().zip(&batched) {
+        let cos = cosine(&e.embed(w).unwrap(), b);
+        assert!(
+            cos > 0.99999,
+            "{} samples: batched vs single {cos}",
+            w.len()
+        );
+    }
+}
