@@ -349,4 +349,53 @@ pub(crate) mod tests {
             Err(TorchError::Zip(_))
         ));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A valid zip around a damaged pickle reaches every check of the tensor resolution.
+        #[test]
+        fn damaged_pickles_in_a_checkpoint_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            shape in proptest::collection::vec(0u8..5, 0..4),
+            stride in proptest::collection::vec(0u8..9, 0..4),
+        ) {
+            let mut pkl = crate::pickle::tests::torch_like_pickle("w", "0", &shape, &stride);
+            for (at, b) in flips {
+                let i = at.index(pkl.len());
+                pkl[i] = b;
+            }
+            let _ = read_state_dict(Cursor::new(checkpoint(&pkl, &[1.0; 7])));
+        }
+
+        /// Any shape and stride over a small storage: a tensor within bounds, or an error.
+        #[test]
+        fn any_shape_and_stride_is_bounded(
+            shape in proptest::collection::vec(0u8..6, 0..4),
+            stride in proptest::collection::vec(0u8..9, 0..4),
+        ) {
+            let pkl = crate::pickle::tests::torch_like_pickle("w", "0", &shape, &stride);
+            let storage: Vec<f32> = (0..7).map(|i| i as f32).collect();
+            if let Ok(sd) = read_state_dict(Cursor::new(checkpoint(&pkl, &storage))) {
+                let t = &sd.tensors["w"];
+                prop_assert_eq!(t.data.len(), t.shape.iter().product::<usize>());
+            }
+        }
+
+        /// Damaged zip bytes: an error or a state dict, never a panic.
+        #[test]
+        fn damaged_checkpoints_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let pkl = crate::pickle::tests::torch_like_pickle("w", "0", &[2, 3], &[3, 1]);
+            let mut zip = checkpoint(&pkl, &[1.0; 6]);
+            for (at, b) in flips {
+                let i = at.index(zip.len());
+                zip[i] = b;
+            }
+            let _ = read_state_dict(Cursor::new(zip));
+        }
+    }
 }
