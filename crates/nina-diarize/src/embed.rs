@@ -246,8 +246,8 @@ impl OnnxEmbedder {
             ));
         }
         let extractor = match &config.front_end {
-            FrontEnd::KaldiFbank(c) => Extractor::Fbank(KaldiFbank::new(c.clone())),
-            FrontEnd::LogMel(c) => Extractor::LogMel(LogMel::new(c.clone())),
+            FrontEnd::KaldiFbank(c) => Extractor::Fbank(KaldiFbank::new(c.clone())?),
+            FrontEnd::LogMel(c) => Extractor::LogMel(LogMel::new(c.clone())?),
         };
         tracing::debug!(
             "loaded the {} speaker embedder from {}",

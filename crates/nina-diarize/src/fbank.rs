@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::DiarizeError;
+
 /// Settings of [`KaldiFbank`]; the defaults are CAM++'s (and Kaldi's, with dither 0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FbankConfig {
@@ -62,9 +64,9 @@ pub struct Features {
 }
 
 impl Features {
-    /// Frame `t`.
-    pub fn frame(&self, t: usize) -> &[f32] {
-        &self.data[t * self.bins..(t + 1) * self.bins]
+    /// Frame `t`, if there is one.
+    pub fn frame(&self, t: usize) -> Option<&[f32]> {
+        self.data.get(t * self.bins..(t + 1) * self.bins)
     }
 
     /// The mean of each bin over all frames.
@@ -117,10 +119,10 @@ fn mel(f: f64) -> f64 {
 }
 
 impl KaldiFbank {
-    /// Prepares the window, the filters and the FFT for `config`.
-    pub fn new(config: FbankConfig) -> Self {
-        let len = config.frame_length.max(2);
-        let padded = len.next_power_of_two();
+    /// Prepares the window, the filters and the FFT for `config`; a configuration that cannot
+    /// work (no bins, frames under 2 samples, a filter range outside `0..=Nyquist`) is an error.
+    pub fn new(config: FbankConfig) -> Result<Self, DiarizeError> {
+        let len = config.frame_length;
         let window = (0..len)
             .map(|n| {
                 let hann =
@@ -134,7 +136,22 @@ impl KaldiFbank {
         } else {
             f64::from(config.high_freq)
         };
-        let (lo, hi) = (mel(f64::from(config.low_freq)), mel(high));
+        let low = f64::from(config.low_freq);
+        let finite = [config.preemphasis, config.input_scale, config.sample_rate]
+            .iter()
+            .all(|v| v.is_finite());
+        if config.num_mel_bins == 0
+            || !(2..=1 << 20).contains(&len)
+            || config.frame_shift == 0
+            || !finite
+            || !(0.0 <= low && low < high && high <= nyquist)
+        {
+            return Err(DiarizeError::Config(format!(
+                "unusable fbank settings: {config:?}"
+            )));
+        }
+        let padded = len.next_power_of_two();
+        let (lo, hi) = (mel(low), mel(high));
         let delta = (hi - lo) / (config.num_mel_bins + 1) as f64;
         let bin_hz = f64::from(config.sample_rate) / padded as f64;
         // Kaldi uses the first padded/2 FFT bins (the Nyquist bin gets no weight).
@@ -162,13 +179,13 @@ impl KaldiFbank {
                 }
             })
             .collect();
-        Self {
+        Ok(Self {
             fft: RealFftPlanner::<f32>::new().plan_fft_forward(padded),
             config,
             padded,
             window,
             filters,
-        }
+        })
     }
 
     /// The settings.
@@ -242,7 +259,7 @@ mod tests {
 
     #[test]
     fn frame_count_snips_edges() {
-        let f = KaldiFbank::new(FbankConfig::default());
+        let f = KaldiFbank::new(FbankConfig::default()).unwrap();
         assert_eq!(f.frames_for(399), 0);
         assert_eq!(f.frames_for(400), 1);
         assert_eq!(f.frames_for(48_000), 298);
@@ -251,7 +268,7 @@ mod tests {
 
     #[test]
     fn silence_is_the_log_floor_and_a_tone_peaks_in_its_bin() {
-        let f = KaldiFbank::new(FbankConfig::default());
+        let f = KaldiFbank::new(FbankConfig::default()).unwrap();
         let silence = f.compute(&[0.0; 1_600]);
         assert_eq!(silence.frames, 8);
         assert!(
@@ -264,7 +281,7 @@ mod tests {
             .map(|n| 0.5 * (2.0 * std::f32::consts::PI * 1_000.0 * n as f32 / 16_000.0).sin())
             .collect();
         let feats = f.compute(&tone);
-        let row = feats.frame(10);
+        let row = feats.frame(10).unwrap();
         let peak = row
             .iter()
             .enumerate()
@@ -278,6 +295,37 @@ mod tests {
             (peak as f64 - expect).abs() <= 1.0,
             "peak {peak}, expected {expect}"
         );
+    }
+
+    #[test]
+    fn unusable_settings_are_errors() {
+        let bad = [
+            FbankConfig {
+                num_mel_bins: 0,
+                ..FbankConfig::default()
+            },
+            FbankConfig {
+                frame_length: 1,
+                ..FbankConfig::default()
+            },
+            FbankConfig {
+                frame_shift: 0,
+                ..FbankConfig::default()
+            },
+            FbankConfig {
+                high_freq: 9_000.0,
+                ..FbankConfig::default()
+            },
+            FbankConfig {
+                low_freq: f32::NAN,
+                ..FbankConfig::default()
+            },
+        ];
+        for c in bad {
+            assert!(KaldiFbank::new(c.clone()).is_err(), "{c:?}");
+        }
+        let f = KaldiFbank::new(FbankConfig::default()).unwrap();
+        assert!(f.compute(&[0.0; 400]).frame(1).is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::DiarizeError;
 use crate::fbank::Features;
 
 /// Settings of [`LogMel`]; the defaults are the d-vector's.
@@ -53,29 +54,41 @@ impl std::fmt::Debug for LogMel {
 }
 
 impl LogMel {
-    /// Prepares the window, the mel matrix and the FFT for `config`.
-    pub fn new(config: LogMelConfig) -> Self {
-        let n_fft = config.n_fft.max(2);
-        let win = config.win_length.min(n_fft);
+    /// Prepares the window, the mel matrix and the FFT for `config`; a configuration that cannot
+    /// work is an error.
+    pub fn new(config: LogMelConfig) -> Result<Self, DiarizeError> {
+        let n_fft = config.n_fft;
+        let win = config.win_length;
+        if config.n_mels == 0
+            || !(2..=1 << 20).contains(&n_fft)
+            || win == 0
+            || win > n_fft
+            || config.hop == 0
+            || !(config.sample_rate.is_finite() && config.sample_rate > 0.0)
+        {
+            return Err(DiarizeError::Config(format!(
+                "unusable log-mel settings: {config:?}"
+            )));
+        }
         let mut window = vec![0.0f32; n_fft];
         let off = (n_fft - win) / 2;
         for n in 0..win {
             window[off + n] =
                 (0.54 - 0.46 * (2.0 * std::f64::consts::PI * n as f64 / win as f64).cos()) as f32;
         }
-        Self {
+        Ok(Self {
             fft: RealFftPlanner::<f32>::new().plan_fft_forward(n_fft),
             window,
             mel: nina_models::mel_filters(config.n_mels, n_fft, f64::from(config.sample_rate)),
             config,
-        }
+        })
     }
 
     /// Log-mel frames of `audio`.
     pub fn compute(&self, audio: &[f32]) -> Features {
         let n_fft = self.window.len();
         let n_bins = n_fft / 2 + 1;
-        let hop = self.config.hop.max(1);
+        let hop = self.config.hop;
         let bins = self.config.n_mels;
         let mut input = self.fft.make_input_vec();
         let mut spectrum = self.fft.make_output_vec();
