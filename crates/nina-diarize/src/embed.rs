@@ -95,8 +95,14 @@ pub struct EmbedderConfig {
     pub layout: Layout,
     /// Length of the model's output vectors.
     pub dim: usize,
-    /// `None`: the whole segment in one pass; else fixed windows averaged.
+    /// `None`: the whole segment in one pass (split as `max_frames` says); else fixed windows
+    /// averaged.
     pub windowing: Option<Windowing>,
+    /// Without windowing, longer inputs are cut into near-equal parts of at most this many
+    /// frames, embedded separately and averaged (weighted by length): the model's activations
+    /// grow with the input (CAM++: about 10 KB per frame in its first layers), so this bounds
+    /// memory for long segments.
+    pub max_frames: usize,
     /// Shortest input accepted, in samples.
     pub min_samples: usize,
     /// Most windows in one model run.
@@ -119,6 +125,7 @@ impl EmbedderConfig {
             layout: Layout::FramesBins,
             dim: CAMPPLUS_DIM,
             windowing: None,
+            max_frames: 3_000,
             min_samples: 1_600,
             max_batch: 64,
             batch_independent: true,
@@ -138,6 +145,7 @@ impl EmbedderConfig {
                 frames: 80,
                 hop: 40,
             }),
+            max_frames: 80,
             min_samples: 1_600,
             max_batch: 64,
             // int8 with dynamic quantisation: the ranges depend on the whole batch.
@@ -233,9 +241,9 @@ impl OnnxEmbedder {
             }
             .into());
         }
-        if config.dim == 0 || config.max_batch == 0 {
+        if config.dim == 0 || config.max_batch == 0 || config.max_frames == 0 {
             return Err(DiarizeError::Config(
-                "dim and max_batch must be positive".into(),
+                "dim, max_batch and max_frames must be positive".into(),
             ));
         }
         if let Some(w) = config.windowing
@@ -326,8 +334,8 @@ impl OnnxEmbedder {
 #[derive(Debug, Default)]
 struct Pending {
     bins: usize,
-    /// The window each input belongs to.
-    owners: Vec<usize>,
+    /// The window each input belongs to, and its weight in that window's average.
+    owners: Vec<(usize, f32)>,
     /// The inputs' features, one after another.
     data: Vec<f32>,
 }
@@ -344,9 +352,12 @@ impl OnnxEmbedder {
             return Ok(());
         }
         let rows = self.run(&g.data, g.owners.len(), frames, g.bins)?;
-        for (owner, mut row) in g.owners.iter().zip(rows) {
+        for (&(owner, weight), mut row) in g.owners.iter().zip(rows) {
             normalise(&mut row);
-            sums[*owner].iter_mut().zip(&row).for_each(|(s, x)| *s += x);
+            sums[owner]
+                .iter_mut()
+                .zip(&row)
+                .for_each(|(s, x)| *s += weight * x);
         }
         Ok(())
     }
@@ -394,24 +405,44 @@ impl SpeakerEmbedder for OnnxEmbedder {
                 )));
             }
             let bins = f.bins;
+            // Model inputs of this window, each with its weight in the average.
             let mut inputs = Vec::new();
             match self.config.windowing {
-                None => inputs.push(f),
+                None if f.frames <= self.config.max_frames => inputs.push((f, 1.0)),
+                None => {
+                    let parts = f.frames.div_ceil(self.config.max_frames);
+                    let mut start = 0;
+                    for k in 0..parts {
+                        let len = f.frames / parts + usize::from(k < f.frames % parts);
+                        inputs.push((
+                            Features {
+                                frames: len,
+                                bins,
+                                data: f.data[start * bins..(start + len) * bins].to_vec(),
+                            },
+                            len as f32,
+                        ));
+                        start += len;
+                    }
+                }
                 Some(w) => {
                     let mut data = f.data;
                     let frames = f.frames.max(w.frames);
                     data.resize(frames * bins, 0.0);
                     for k in 0..=(frames - w.frames) / w.hop {
                         let s = k * w.hop * bins;
-                        inputs.push(Features {
-                            frames: w.frames,
-                            bins,
-                            data: data[s..s + w.frames * bins].to_vec(),
-                        });
+                        inputs.push((
+                            Features {
+                                frames: w.frames,
+                                bins,
+                                data: data[s..s + w.frames * bins].to_vec(),
+                            },
+                            1.0,
+                        ));
                     }
                 }
             }
-            for mut input in inputs {
+            for (mut input, weight) in inputs {
                 if self.config.mean_norm {
                     input.subtract_means();
                 }
@@ -419,7 +450,7 @@ impl SpeakerEmbedder for OnnxEmbedder {
                     bins,
                     ..Pending::default()
                 });
-                g.owners.push(i);
+                g.owners.push((i, weight));
                 g.data.extend_from_slice(&input.data);
                 waiting += 1;
                 if g.owners.len() >= self.config.max_batch {

@@ -168,6 +168,31 @@ fn batched_windows_equal_one_at_a_time() {
 }
 
 #[test]
+fn long_segments_are_embedded_in_bounded_parts() {
+    // 100 s of speech (10,000 frames): four parts of 2,500 frames, averaged. The vector stays
+    // close to that of the whole (computed with parts large enough to hold it).
+    let clips = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let mut long = Vec::new();
+    while long.len() < 1_600_000 {
+        for c in &clips {
+            long.extend(testdata::read_wav_16k_mono(&c.path).unwrap_or_else(|e| panic!("{e}")));
+        }
+    }
+    long.truncate(1_600_000);
+    let models = ModelDir::new(testdata::models_dir());
+    let mut parts = embedder();
+    let v = parts.embed(&long).unwrap();
+    let mut config = EmbedderConfig::campplus();
+    config.max_frames = 20_000;
+    let mut whole = OnnxEmbedder::from_spec(&models, &catalog::CAMPPLUS, config, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let w = whole.embed(&long).unwrap();
+    let cos = cosine(&v, &w);
+    eprintln!("100 s in 4 parts vs whole: cosine {cos:.4}");
+    assert!(cos > 0.99, "{cos}");
+}
+
+#[test]
 fn bad_audio_is_an_error() {
     let mut e = embedder();
     assert!(e.embed(&[0.0; 100]).is_err());
