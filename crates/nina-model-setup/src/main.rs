@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use nina_model_setup::{download, fetch, import_ct2_whisper};
+use nina_model_setup::{download, fetch, import_campplus, import_ct2_whisper};
 use nina_models::{ModelDir, catalog};
 
 #[derive(Parser)]
@@ -41,6 +41,13 @@ enum Cmd {
         /// Directory holding model.bin (or model.bin.part1, part2, ...) and tokenizer.json.
         dir: PathBuf,
         /// Output ggml file.
+        out: PathBuf,
+    },
+    /// Convert a CAM++ PyTorch checkpoint (state dict `.pt`) into an ONNX model.
+    ImportCampplus {
+        /// The checkpoint.
+        pt: PathBuf,
+        /// Output ONNX file.
         out: PathBuf,
     },
     /// Download a model file (e.g. any ggml Whisper model) with a checksum.
@@ -136,6 +143,19 @@ fn main() -> Result<()> {
                 },
                 r.vocab_tokens,
                 r.tensors,
+                r.sha256
+            );
+        }
+        Cmd::ImportCampplus { pt, out } => {
+            let r = import_campplus(&pt, &out, None)
+                .with_context(|| format!("importing {}", pt.display()))?;
+            println!(
+                "wrote {} ({} bytes): {} tensors, {} nodes, {}-d embedding, sha256 {}",
+                out.display(),
+                r.bytes,
+                r.tensors,
+                r.nodes,
+                r.dim,
                 r.sha256
             );
         }

