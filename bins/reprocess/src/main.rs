@@ -88,6 +88,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List or delete the voiceprints of a guild (`<data>/<guild>/voiceprints.json`): what
+    /// diarized speakers are named by. `forget` is how an operator deletes a user's print on
+    /// request (the bot's `/record optout` deletes it too).
+    Voiceprints {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The guild (server) id.
+        #[arg(long)]
+        guild: u64,
+        #[command(subcommand)]
+        action: VoiceprintAction,
+    },
     /// Score a diarization against a reference: diarization error rate (missed speech, false
     /// alarm, speaker confusion) with the optimal speaker mapping, at collars 0 and 0.25 s
     /// (seconds removed on each side of every reference boundary, as NIST md-eval's `-c`).
@@ -104,6 +117,17 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VoiceprintAction {
+    /// One line per print: user, model, seconds of speech, embeddings.
+    List,
+    /// Delete every print of a user.
+    Forget {
+        /// The Discord user id.
+        user: u64,
     },
 }
 
@@ -428,6 +452,28 @@ fn score(reference: &Path, hyp: &Path, collars: &[f64], json: bool) -> anyhow::R
     Ok(())
 }
 
+/// `reprocess voiceprints`: no models needed.
+fn voiceprints(data: &Path, guild: u64, action: VoiceprintAction) -> anyhow::Result<()> {
+    let mut prints = nina_store::VoicePrints::load(data, guild)
+        .with_context(|| format!("voiceprints of guild {guild}"))?;
+    match action {
+        VoiceprintAction::List => {
+            for p in prints.all() {
+                println!(
+                    "{}\t{}\t{:.1} s\t{} embeddings",
+                    p.user_id, p.model, p.seconds, p.count
+                );
+            }
+        }
+        VoiceprintAction::Forget { user } => {
+            let n = prints.forget(user);
+            prints.save().context("saving the voiceprints")?;
+            eprintln!("deleted {n} voiceprint(s) of user {user} in guild {guild}");
+        }
+    }
+    Ok(())
+}
+
 /// A bad command-line value found after parsing (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -441,6 +487,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             collars,
             json,
         } => return score(&reference, &hyp, &collars, json),
+        Command::Voiceprints {
+            data,
+            guild,
+            action,
+        } => return voiceprints(&data, guild, action),
         other => other,
     };
     let pipeline = pipeline(&cli.opts)?;
@@ -501,7 +552,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", r.path.display());
             Ok(())
         }
-        Command::Score { .. } => Ok(()),
+        Command::Score { .. } | Command::Voiceprints { .. } => Ok(()),
         Command::All { data } => {
             let dirs = Store::new(&data)
                 .sessions()

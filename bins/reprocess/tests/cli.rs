@@ -787,3 +787,41 @@ fn score_compares_two_rttm_files() {
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("line 1"), "{err}");
 }
+
+/// `reprocess voiceprints list|forget`: an operator deletes one user's print on request.
+#[test]
+fn voiceprints_are_listed_and_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = nina_store::VoicePrints::load(dir.path(), 9).unwrap();
+    v.enrol(7, "campplus", &[1.0, 0.0], 2.5, 0).unwrap();
+    v.enrol(8, "campplus", &[0.0, 1.0], 4.0, 0).unwrap();
+    v.save().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reprocess"))
+            .args(["voiceprints", "--data"])
+            .arg(dir.path())
+            .args(["--guild", "9"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&["list"]);
+    assert!(
+        listed.contains("7\tcampplus\t2.5 s") && listed.contains("8\t"),
+        "{listed}"
+    );
+    run(&["forget", "7"]);
+    let listed = run(&["list"]);
+    assert!(
+        !listed.contains("7\t") && listed.contains("8\t"),
+        "{listed}"
+    );
+    let left = nina_store::VoicePrints::load(dir.path(), 9).unwrap();
+    assert!(left.get(7, "campplus").is_none());
+}

@@ -244,7 +244,10 @@ mod tests {
         let mut left = left;
         left.forget(8);
         left.save().unwrap();
-        assert!(!VoicePrints::path(d.path(), 5).exists(), "no file once empty");
+        assert!(
+            !VoicePrints::path(d.path(), 5).exists(),
+            "no file once empty"
+        );
     }
 
     #[test]
