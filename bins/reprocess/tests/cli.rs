@@ -745,14 +745,12 @@ fn score_compares_two_rttm_files() {
         .collect();
     let h = dir.path().join("hyp.rttm");
     std::fs::write(&h, nina_eval::rttm::write("sample", &hyp)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_reprocess"))
-        .args(["score", "--ref"])
-        .arg(&r)
-        .arg("--hyp")
-        .arg(&h)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let score = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reprocess"));
+        c.args(["score", "--ref"]).arg(&r).arg("--hyp").arg(&h);
+        c
+    };
+    let out = score().arg("--json").output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -768,22 +766,10 @@ fn score_compares_two_rttm_files() {
     );
     assert!(der(1) < 1e-6, "and nothing with a 0.25 s collar: {scores}");
     // Its table, and an RTTM that does not parse.
-    let table = Command::new(env!("CARGO_BIN_EXE_reprocess"))
-        .args(["score", "--ref"])
-        .arg(&r)
-        .arg("--hyp")
-        .arg(&h)
-        .output()
-        .unwrap();
+    let table = score().output().unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("| 0.25 | 0.00% |"));
     std::fs::write(&h, "SPEAKER x 1 zero 1 <NA> <NA> A <NA> <NA>\n").unwrap();
-    let (c, err) = code(
-        Command::new(env!("CARGO_BIN_EXE_reprocess"))
-            .args(["score", "--ref"])
-            .arg(&r)
-            .arg("--hyp")
-            .arg(&h),
-    );
+    let (c, err) = code(&mut score());
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("line 1"), "{err}");
 }
