@@ -22,7 +22,7 @@ pub struct ClusterConfig {
     /// evenly for the joint clustering, then every vector goes to its nearest centroid.
     pub max_joint: usize,
     /// With the number of speakers unknown, a cluster holding fewer than this share of the
-    /// jointly clustered vectors (or fewer than 2) is folded into its nearest: stray windows
+    /// jointly clustered vectors (or fewer than 3: about 2.5 s of speech) is folded into its nearest: stray windows
     /// (laughter, noise, a cough) are not speakers.
     pub min_cluster_share: f32,
     /// ... and one holding fewer than this share is folded into its nearest when their centroids'
@@ -197,7 +197,7 @@ pub fn cluster(vectors: &[&[f32]], cfg: &ClusterConfig) -> Result<Clusters, Diar
     // the smallest first, while it is tiny, or small and close to another.
     let jv: Vec<&[f32]> = joint.iter().map(|&i| vectors[i]).collect();
     if cfg.speakers.is_none() {
-        let hard = ((m as f32 * cfg.min_cluster_share).ceil() as usize).max(2);
+        let hard = ((m as f32 * cfg.min_cluster_share).ceil() as usize).max(3);
         let soft = (m as f32 * cfg.small_cluster_share).ceil() as usize;
         loop {
             let live: Vec<usize> = {

@@ -119,6 +119,19 @@ pub struct Diarization {
     pub windows: usize,
 }
 
+/// A speech region's windows, embedded: what [`Diarizer::embed_regions`] returns and
+/// [`Diarizer::add`] takes, so a caller can save embeddings and resume without the audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedRegion {
+    /// Start, seconds.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// `(start, end, unit-length vector)` of each window (none for a region shorter than
+    /// [`DiarizeConfig::min_region`]).
+    pub windows: Vec<(f64, f64, Vec<f32>)>,
+}
+
 #[derive(Debug, Clone)]
 struct Region {
     start: f64,
@@ -182,27 +195,14 @@ impl<'e> Diarizer<'e> {
         }
         let len = audio.len() as f64 / RATE as f64;
         let first = self.windows.len();
-        if len >= self.cfg.min_region {
-            let (w, step) = (self.cfg.window, self.cfg.step);
-            let starts: Vec<f64> = if len <= w {
-                vec![0.0]
-            } else {
-                let n = ((len - w) / step).ceil() as usize + 1;
-                (0..n)
-                    .map(|i| i as f64 * (len - w) / (n - 1) as f64)
-                    .collect()
-            };
-            for s in starts {
-                let a = (s * RATE as f64) as usize;
-                let b = (((s + w) * RATE as f64) as usize).min(audio.len());
-                self.windows.push(Window {
-                    start: start + a as f64 / RATE as f64,
-                    end: start + b as f64 / RATE as f64,
-                });
-                self.pending.push(audio[a..b].to_vec());
-                if self.pending.len() >= self.batch {
-                    self.flush()?;
-                }
+        for (a, b) in self.layout(audio.len()) {
+            self.windows.push(Window {
+                start: start + a as f64 / RATE as f64,
+                end: start + b as f64 / RATE as f64,
+            });
+            self.pending.push(audio[a..b].to_vec());
+            if self.pending.len() >= self.batch {
+                self.flush()?;
             }
         }
         self.regions.push(Region {
@@ -211,6 +211,100 @@ impl<'e> Diarizer<'e> {
             windows: first..self.windows.len(),
         });
         Ok(())
+    }
+
+    /// Embeds the windows of several speech regions (`(start seconds, 16 kHz audio)`) in one
+    /// batched pass and returns them without adding them: give them to [`Diarizer::add`].
+    pub fn embed_regions(
+        &mut self,
+        regions: &[(f64, &[f32])],
+    ) -> Result<Vec<EmbeddedRegion>, DiarizeError> {
+        let mut out = Vec::with_capacity(regions.len());
+        let mut audio: Vec<&[f32]> = Vec::new();
+        for &(start, a) in regions {
+            if !start.is_finite() || start < 0.0 {
+                return Err(DiarizeError::Audio(format!("region start {start} s")));
+            }
+            if a.iter().any(|x| !x.is_finite()) {
+                return Err(DiarizeError::Audio("samples that are not finite".into()));
+            }
+            let mut windows = Vec::new();
+            for (s, e) in self.layout(a.len()) {
+                windows.push((
+                    start + s as f64 / RATE as f64,
+                    start + e as f64 / RATE as f64,
+                    Vec::new(),
+                ));
+                audio.push(&a[s..e]);
+            }
+            out.push(EmbeddedRegion {
+                start,
+                end: start + a.len() as f64 / RATE as f64,
+                windows,
+            });
+        }
+        let mut vectors = self.embedder.embed_batch(&audio)?.into_iter();
+        for r in &mut out {
+            for w in &mut r.windows {
+                w.2 = vectors.next().ok_or_else(|| {
+                    DiarizeError::Config("the embedder returned too few vectors".into())
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a region embedded earlier (by [`Diarizer::embed_regions`], possibly in another run).
+    pub fn add(&mut self, region: EmbeddedRegion) -> Result<(), DiarizeError> {
+        let dim = self.embedder.dim();
+        if region
+            .windows
+            .iter()
+            .any(|w| w.2.len() != dim || !(w.0.is_finite() && w.1.is_finite() && w.1 >= w.0))
+            || !(region.start.is_finite() && region.end >= region.start)
+        {
+            return Err(DiarizeError::Audio(
+                "an embedded region with bad times or vectors of the wrong size".into(),
+            ));
+        }
+        self.flush()?;
+        let first = self.windows.len();
+        for (s, e, v) in region.windows {
+            self.windows.push(Window { start: s, end: e });
+            self.vectors.push(v);
+        }
+        self.regions.push(Region {
+            start: region.start,
+            end: region.end,
+            windows: first..self.windows.len(),
+        });
+        Ok(())
+    }
+
+    /// Windows of a region of `len` samples: `(first, last + 1)` sample.
+    fn layout(&self, len: usize) -> Vec<(usize, usize)> {
+        let secs = len as f64 / RATE as f64;
+        if secs < self.cfg.min_region || len == 0 {
+            return Vec::new();
+        }
+        let (w, step) = (self.cfg.window, self.cfg.step);
+        let starts: Vec<f64> = if secs <= w {
+            vec![0.0]
+        } else {
+            let n = ((secs - w) / step).ceil() as usize + 1;
+            (0..n)
+                .map(|i| i as f64 * (secs - w) / (n - 1) as f64)
+                .collect()
+        };
+        starts
+            .into_iter()
+            .map(|s| {
+                let a = ((s * RATE as f64) as usize).min(len);
+                let b = (((s + w) * RATE as f64) as usize).min(len);
+                (a, b)
+            })
+            .filter(|(a, b)| b > a)
+            .collect()
     }
 
     fn flush(&mut self) -> Result<(), DiarizeError> {
