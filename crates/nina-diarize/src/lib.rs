@@ -28,7 +28,8 @@ pub mod output;
 
 pub use cluster::{ClusterConfig, Clusters};
 pub use diarize::{
-    Diarization, DiarizeConfig, Diarizer, Overlap, SpeakerTurn, diarize, regions_from_probabilities,
+    Diarization, DiarizeConfig, Diarizer, EmbeddedRegion, Overlap, SpeakerTurn, diarize,
+    regions_from_probabilities,
 };
 pub use embed::{
     CAMPPLUS_DIM, DVECTOR_DIM, EmbedderConfig, FrontEnd, Layout, OnnxEmbedder, SpeakerEmbedder,
