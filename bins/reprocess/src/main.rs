@@ -181,12 +181,53 @@ struct Opts {
     /// Redo work already done with the same model and options.
     #[arg(long, global = true)]
     force: bool,
-    /// Run speaker diarization too (not available yet).
+    /// Diarize too: who speaks when within each stream (CAM++ speaker embeddings, clustered),
+    /// written to the session's diarization.rttm and diarization.json (the speaker of every
+    /// transcript segment, and of every word where a segment straddles a turn change).
     #[arg(long, global = true)]
     diarize: bool,
+    /// With --diarize: exactly this many speakers per stream.
+    #[arg(long, global = true, requires = "diarize", conflicts_with_all = ["min_speakers", "max_speakers"])]
+    speakers: Option<usize>,
+    /// With --diarize: at least this many speakers per stream.
+    #[arg(long, global = true, requires = "diarize")]
+    min_speakers: Option<usize>,
+    /// With --diarize: at most this many speakers per stream.
+    #[arg(long, global = true, requires = "diarize")]
+    max_speakers: Option<usize>,
+    /// With --diarize: cosine similarity under which two clusters of speech are different
+    /// speakers (average linkage; default calibrated, see docs/diarize.md). Higher finds more.
+    #[arg(long, global = true, requires = "diarize")]
+    diarize_threshold: Option<f32>,
 }
 
 impl Opts {
+    /// The diarization settings, checked (a bad value is a usage error, exit 2); `None`
+    /// without `--diarize`.
+    fn diarize_config(&self) -> anyhow::Result<Option<nina_diarize::DiarizeConfig>> {
+        if !self.diarize {
+            return Ok(None);
+        }
+        let mut c = nina_diarize::DiarizeConfig::default();
+        c.cluster.speakers = self.speakers;
+        if let Some(m) = self.min_speakers {
+            c.cluster.min_speakers = m;
+        }
+        if let Some(m) = self.max_speakers {
+            c.cluster.max_speakers = m;
+        }
+        if let Some(t) = self.diarize_threshold {
+            c.cluster.threshold = t;
+        }
+        c.validate().map_err(|e| UsageError(e.to_string()))?;
+        Ok(Some(c))
+    }
+
+    fn diarize_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.threads.map_or(cores, usize::from)
+    }
+
     fn config(&self) -> PipelineConfig {
         let mut cfg = PipelineConfig {
             models: nina_models::ModelDir::from_option(self.models.as_ref()),
@@ -342,8 +383,34 @@ fn failed_of(o: &Outcome) -> usize {
     }
 }
 
+fn report_diarize(o: &nina_pipeline::DiarizeOutcome, dir: &Path) {
+    match o {
+        nina_pipeline::DiarizeOutcome::Skipped => eprintln!(
+            "{}: already diarized with these settings (--force redoes it)",
+            dir.display()
+        ),
+        nina_pipeline::DiarizeOutcome::Done {
+            speakers, resumed, ..
+        } => eprintln!(
+            "{}: {speakers} speaker(s) diarized into {}{}",
+            dir.display(),
+            nina_pipeline::DIARIZATION_RTTM,
+            if *resumed > 0 {
+                format!(" ({resumed} utterances' embeddings resumed)")
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
 /// Transcribes `dirs` one after another, going on past failures; returns the first.
-fn run_sessions(pipeline: &Pipeline, dirs: Vec<SessionDir>, force: bool) -> anyhow::Result<()> {
+fn run_sessions(
+    pipeline: &Pipeline,
+    dirs: Vec<SessionDir>,
+    force: bool,
+    diarize: Option<&(nina_diarize::DiarizeConfig, usize)>,
+) -> anyhow::Result<()> {
     let total: f64 = dirs
         .iter()
         .filter_map(|d| d.load().ok())
@@ -361,9 +428,18 @@ fn run_sessions(pipeline: &Pipeline, dirs: Vec<SessionDir>, force: bool) -> anyh
         } else {
             Ok(())
         };
-        match segmented.and_then(|()| pipeline.transcribe_session(dir, force, &bars)) {
-            Ok(o) => {
+        let result = segmented
+            .and_then(|()| pipeline.transcribe_session(dir, force, &bars))
+            .and_then(|o| {
                 bars.sessions.suspend(|| report(&o, dir.root()));
+                if let Some((cfg, threads)) = diarize {
+                    let d = pipeline.diarize_session(dir, cfg, *threads, force, &bars)?;
+                    bars.sessions.suspend(|| report_diarize(&d, dir.root()));
+                }
+                Ok(o)
+            });
+        match result {
+            Ok(o) => {
                 failed += failed_of(&o);
                 failed_sessions += usize::from(failed_of(&o) > 0);
             }
@@ -494,6 +570,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => return voiceprints(&data, guild, action),
         other => other,
     };
+    let diarize = cli
+        .opts
+        .diarize_config()?
+        .map(|c| (c, cli.opts.diarize_threads()));
     let pipeline = pipeline(&cli.opts)?;
     let force = cli.opts.force;
     match command {
@@ -515,6 +595,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bars.sessions.finish_and_clear();
             bars.audio.finish_and_clear();
             report(&outcome, dest.root());
+            if let Some((cfg, threads)) = &diarize {
+                let bars = Bars::new(1, 0.0);
+                bars.decode.finish_and_clear();
+                let d = pipeline
+                    .diarize_session(&dest, cfg, *threads, force, &bars)
+                    .with_context(|| format!("diarizing {}", dest.root().display()))?;
+                bars.sessions.finish_and_clear();
+                bars.audio.finish_and_clear();
+                report_diarize(&d, dest.root());
+            }
             println!("{}", dest.root().display());
             tracing::debug!(utterances = session.utterances.len(), "file done");
             match failed_of(&outcome) {
@@ -530,6 +620,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &pipeline,
             dirs.into_iter().map(SessionDir::new).collect(),
             force,
+            diarize.as_ref(),
         ),
         Command::Mix { session, out } => {
             let dir = SessionDir::new(&session);
@@ -561,7 +652,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("no sessions under {}", data.display());
                 return Ok(());
             }
-            run_sessions(&pipeline, dirs, force)
+            run_sessions(&pipeline, dirs, force, diarize.as_ref())
         }
     }
 }
@@ -575,13 +666,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if cli.opts.diarize {
-        eprintln!(
-            "error: --diarize is not available yet: speaker diarization lands with the nina-diarize \
-             clustering (a later issue); run without --diarize"
-        );
-        return ExitCode::from(exit::USAGE);
-    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

