@@ -117,6 +117,9 @@ pub struct Diarization {
     pub overlaps: Vec<Overlap>,
     /// Windows embedded.
     pub windows: usize,
+    /// Each speaker's centroid (unit length, the mean of its windows), by speaker index: what
+    /// a voiceprint is compared with.
+    pub centroids: Vec<Vec<f32>>,
 }
 
 /// A speech region's windows, embedded: what [`Diarizer::embed_regions`] returns and
@@ -392,11 +395,18 @@ impl<'e> Diarizer<'e> {
             overlaps = overlaps.len(),
             "diarized"
         );
+        let mut centroids = vec![Vec::new(); next];
+        for (old, &new) in order.iter().enumerate() {
+            if new != usize::MAX {
+                centroids[new] = clusters.centroids[old].clone();
+            }
+        }
         Ok(Diarization {
             speakers: next,
             turns,
             overlaps,
             windows: self.windows.len(),
+            centroids,
         })
     }
 

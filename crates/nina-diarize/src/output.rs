@@ -72,6 +72,7 @@ mod tests {
     fn rttm_and_segment_speakers() {
         let d = Diarization {
             speakers: 2,
+            centroids: Vec::new(),
             turns: vec![
                 SpeakerTurn {
                     speaker: 0,
