@@ -124,7 +124,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         segmenters,
         transcriber,
     };
-    let optout = Arc::new(OptOut::load(cfg.data_dir.join("optout.json"))?);
+    let optout = Arc::new(OptOut::load(cfg.data_dir.join(nina_store::OPTOUT_JSON))?);
     let (discord, mut events) = Discord::connect(DiscordConfig {
         token,
         message_content: cfg.commands.prefix.is_some(),

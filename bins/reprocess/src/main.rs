@@ -199,6 +199,104 @@ struct Opts {
     /// speakers (average linkage; default calibrated, see docs/diarize.md). Higher finds more.
     #[arg(long, global = true, requires = "diarize")]
     diarize_threshold: Option<f32>,
+    /// With --diarize: neither name speakers after the guild's voiceprints nor enrol clean
+    /// user streams into them. By default a stored session uses its guild's
+    /// (`<data>/<guild>/voiceprints.json`, the data directory being four levels above it).
+    #[arg(
+        long,
+        global = true,
+        requires = "diarize",
+        conflicts_with = "voiceprints_of"
+    )]
+    no_voiceprints: bool,
+    /// With --diarize: name speakers after the voiceprints of this guild (for `file --data`,
+    /// whose sessions belong to no guild; needs a data directory).
+    #[arg(long, global = true, requires = "diarize", value_name = "GUILD")]
+    voiceprints_of: Option<u64>,
+    /// With --diarize: cosine similarity a speaker needs to a voiceprint to take its name
+    /// (default calibrated, see docs/diarize.md).
+    #[arg(long, global = true, requires = "diarize")]
+    identify_threshold: Option<f32>,
+}
+
+/// What `--diarize` asked for.
+#[derive(Debug)]
+struct DiarizeRun {
+    cfg: nina_diarize::DiarizeConfig,
+    threads: usize,
+    voiceprints: bool,
+    voiceprints_of: Option<u64>,
+    threshold: f32,
+}
+
+impl DiarizeRun {
+    /// The voiceprints to use for the session in `dir` (`data`: its data directory when known):
+    /// the guild's prints and opt-outs, or `None` when there is no guild or they are off.
+    fn prints(
+        &self,
+        dir: &Path,
+        data: Option<&Path>,
+    ) -> Result<Option<(nina_store::VoicePrints, std::collections::BTreeSet<u64>)>, PipelineError>
+    {
+        if !self.voiceprints {
+            return Ok(None);
+        }
+        let session = SessionDir::new(dir).load()?;
+        let guild = self.voiceprints_of.unwrap_or(session.guild.id);
+        // `<data>/<guild>/<channel>/<date>/<id>`: the data directory is four levels up.
+        let derived;
+        let data = match data {
+            Some(d) => d,
+            None => {
+                let up: Vec<&Path> = dir.ancestors().take(5).collect();
+                let named = |i: usize, n: String| {
+                    up.get(i)
+                        .and_then(|p| p.file_name())
+                        .is_some_and(|f| f.to_string_lossy() == n)
+                };
+                if up.len() < 5
+                    || !named(3, session.guild.id.to_string())
+                    || !named(2, session.channel.id.to_string())
+                {
+                    return Ok(None);
+                }
+                derived = up[4].to_path_buf();
+                &derived
+            }
+        };
+        if guild == 0 {
+            return Ok(None);
+        }
+        let prints = nina_store::VoicePrints::load(data, guild)?;
+        let out = nina_store::opted_out(data, guild)?;
+        Ok(Some((prints, out)))
+    }
+
+    /// Diarizes the session in `dir` with its voiceprints.
+    fn run(
+        &self,
+        pipeline: &Pipeline,
+        dir: &SessionDir,
+        data: Option<&Path>,
+        force: bool,
+        progress: &dyn nina_pipeline::Progress,
+    ) -> Result<nina_pipeline::DiarizeOutcome, PipelineError> {
+        let mut loaded = self.prints(dir.root(), data)?;
+        let mut voices = loaded.as_mut().map(|(prints, out)| nina_pipeline::Voices {
+            prints,
+            enrol: true,
+            opted_out: std::mem::take(out),
+            threshold: self.threshold,
+        });
+        pipeline.diarize_session(
+            dir,
+            &self.cfg,
+            self.threads,
+            force,
+            voices.as_mut(),
+            progress,
+        )
+    }
 }
 
 impl Opts {
@@ -390,11 +488,20 @@ fn report_diarize(o: &nina_pipeline::DiarizeOutcome, dir: &Path) {
             dir.display()
         ),
         nina_pipeline::DiarizeOutcome::Done {
-            speakers, resumed, ..
+            speakers,
+            resumed,
+            enrolled,
+            identified,
+            ..
         } => eprintln!(
-            "{}: {speakers} speaker(s) diarized into {}{}",
+            "{}: {speakers} speaker(s) diarized into {}{}{}",
             dir.display(),
             nina_pipeline::DIARIZATION_RTTM,
+            if *identified > 0 || *enrolled > 0 {
+                format!(", {identified} named after voiceprints, {enrolled} user(s) enrolled")
+            } else {
+                String::new()
+            },
             if *resumed > 0 {
                 format!(" ({resumed} utterances' embeddings resumed)")
             } else {
@@ -409,7 +516,8 @@ fn run_sessions(
     pipeline: &Pipeline,
     dirs: Vec<SessionDir>,
     force: bool,
-    diarize: Option<&(nina_diarize::DiarizeConfig, usize)>,
+    diarize: Option<&DiarizeRun>,
+    data: Option<&Path>,
 ) -> anyhow::Result<()> {
     let total: f64 = dirs
         .iter()
@@ -432,8 +540,8 @@ fn run_sessions(
             .and_then(|()| pipeline.transcribe_session(dir, force, &bars))
             .and_then(|o| {
                 bars.sessions.suspend(|| report(&o, dir.root()));
-                if let Some((cfg, threads)) = diarize {
-                    let d = pipeline.diarize_session(dir, cfg, *threads, force, &bars)?;
+                if let Some(run) = diarize {
+                    let d = run.run(pipeline, dir, data, force, &bars)?;
                     bars.sessions.suspend(|| report_diarize(&d, dir.root()));
                 }
                 Ok(o)
@@ -570,15 +678,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => return voiceprints(&data, guild, action),
         other => other,
     };
-    let diarize = cli
-        .opts
-        .diarize_config()?
-        .map(|c| (c, cli.opts.diarize_threads()));
+    let diarize = cli.opts.diarize_config()?.map(|cfg| DiarizeRun {
+        cfg,
+        threads: cli.opts.diarize_threads(),
+        voiceprints: !cli.opts.no_voiceprints,
+        voiceprints_of: cli.opts.voiceprints_of,
+        threshold: cli
+            .opts
+            .identify_threshold
+            .unwrap_or(nina_diarize::IDENTIFY_THRESHOLD),
+    });
+    if let Some(t) = cli.opts.identify_threshold
+        && !(t.is_finite() && (-1.0..=1.0).contains(&t))
+    {
+        return Err(UsageError(format!("--identify-threshold {t}: must be in [-1, 1]")).into());
+    }
+    if cli.opts.voiceprints_of.is_some()
+        && let Command::File { data: None, .. } = &command
+    {
+        return Err(UsageError(
+            "--voiceprints-of needs --data: voiceprints live in <data>/<guild>/".into(),
+        )
+        .into());
+    }
     let pipeline = pipeline(&cli.opts)?;
     let force = cli.opts.force;
     match command {
         Command::File { audio, out, data } => {
-            let dest = match (out, data) {
+            let dest = match (out, data.as_ref()) {
                 (Some(out), _) => SessionDir::new(out),
                 (None, Some(data)) => file_session_dir(&Store::new(data), &audio)?,
                 (None, None) => anyhow::bail!("give --out <SESSION_DIR> or --data <DATA_DIR>"),
@@ -595,11 +722,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bars.sessions.finish_and_clear();
             bars.audio.finish_and_clear();
             report(&outcome, dest.root());
-            if let Some((cfg, threads)) = &diarize {
+            if let Some(run) = &diarize {
                 let bars = Bars::new(1, 0.0);
                 bars.decode.finish_and_clear();
-                let d = pipeline
-                    .diarize_session(&dest, cfg, *threads, force, &bars)
+                let d = run
+                    .run(&pipeline, &dest, data.as_deref(), force, &bars)
                     .with_context(|| format!("diarizing {}", dest.root().display()))?;
                 bars.sessions.finish_and_clear();
                 bars.audio.finish_and_clear();
@@ -621,6 +748,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dirs.into_iter().map(SessionDir::new).collect(),
             force,
             diarize.as_ref(),
+            None,
         ),
         Command::Mix { session, out } => {
             let dir = SessionDir::new(&session);
@@ -652,7 +780,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("no sessions under {}", data.display());
                 return Ok(());
             }
-            run_sessions(&pipeline, dirs, force, diarize.as_ref())
+            run_sessions(&pipeline, dirs, force, diarize.as_ref(), Some(&data))
         }
     }
 }

@@ -120,6 +120,10 @@ fn exit_2_for_bad_usage_before_any_model_loads() {
         &["--diarize", "--diarize-threshold", "2"],
         &["--diarize", "--min-speakers", "3", "--max-speakers", "2"],
         &["--speakers", "2"],
+        &["--diarize", "--identify-threshold", "5"],
+        &["--voiceprints-of", "1"],
+        &["--diarize", "--voiceprints-of", "1"],
+        &["--diarize", "--no-voiceprints", "--voiceprints-of", "1"],
     ] {
         let (c, e) = code(
             reprocess()

@@ -17,12 +17,14 @@
 //! cosine, number of speakers given or found by a calibrated threshold, at most
 //! [`ClusterConfig::max_joint`] windows jointly) and re-segments at 10 ms so turn changes are
 //! sharp; overlapped speech is detected and marked. [`output`] writes RTTM and gives the speaker
-//! of a transcript segment or word.
+//! of a transcript segment or word. [`identify`] names a diarized speaker after the nearest
+//! enrolled voiceprint when it is close enough.
 
 pub mod cluster;
 mod diarize;
 mod embed;
 pub mod fbank;
+pub mod identify;
 pub mod logmel;
 pub mod output;
 
@@ -36,6 +38,7 @@ pub use embed::{
     Windowing, cosine,
 };
 pub use fbank::{FbankConfig, Features, KaldiFbank};
+pub use identify::{IDENTIFY_THRESHOLD, Match, identify};
 pub use logmel::{LogMel, LogMelConfig};
 
 /// Errors of diarization.

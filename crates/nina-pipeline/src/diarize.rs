@@ -5,15 +5,22 @@
 //! are clustered and re-segmented ([`nina_diarize::Diarizer`]). Writes `diarization.rttm` and
 //! `diarization.json` (speakers, turns, overlaps, and the speaker of every transcript segment,
 //! and of every word where a segment straddles a turn change).
+//!
+//! With [`Voices`], the guild's voiceprints come in: a live user's stream whose speech is one
+//! clean voice (one speaker holding at least [`ENROL_SHARE`] of it, for at least
+//! [`ENROL_MIN_SECONDS`]) enrols its owner, unless they opted out; then every speaker of every
+//! stream is named after the nearest print when their similarity clears the threshold
+//! ([`nina_diarize::identify`]), else `unknown_N`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use nina_diarize::identify::{Match, dominant, identify};
 use nina_diarize::{
     DiarizeConfig, Diarizer, EmbeddedRegion, OnnxEmbedder, output, regions_from_probabilities,
 };
 use nina_models::catalog;
 use nina_segment::vad::{FRAME, probabilities};
-use nina_store::{Processing, Session, SessionDir, TRANSCRIPT_JSON};
+use nina_store::{Processing, Session, SessionDir, TRANSCRIPT_JSON, VoicePrints};
 use nina_transcribe::TranscriptDocument;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -29,6 +36,48 @@ pub const DIARIZATION_RTTM: &str = "diarization.rttm";
 pub const DIARIZATION_JSON: &str = "diarization.json";
 const WORK_PREFIX: &str = "diarize-";
 
+/// Share of a stream's speech one speaker must hold for the stream to enrol its owner.
+pub const ENROL_SHARE: f64 = 0.9;
+/// Seconds of speech a stream's one voice must have to enrol its owner.
+pub const ENROL_MIN_SECONDS: f64 = 3.0;
+
+/// The guild's voiceprints, for [`Pipeline::diarize_session`] to name speakers after and to
+/// enrol clean streams into.
+#[derive(Debug)]
+pub struct Voices<'a> {
+    /// The guild's prints; saved by the call when it enrols.
+    pub prints: &'a mut VoicePrints,
+    /// Whether clean single-voice user streams enrol their owner.
+    pub enrol: bool,
+    /// Users never enrolled nor named (they opted out).
+    pub opted_out: BTreeSet<u64>,
+    /// Cosine similarity a speaker needs to a print to take its name
+    /// ([`nina_diarize::IDENTIFY_THRESHOLD`] by default).
+    pub threshold: f32,
+}
+
+impl<'a> Voices<'a> {
+    /// `prints` with enrolment on, the default threshold and nobody opted out.
+    pub fn new(prints: &'a mut VoicePrints) -> Self {
+        Self {
+            prints,
+            enrol: true,
+            opted_out: BTreeSet::new(),
+            threshold: nina_diarize::IDENTIFY_THRESHOLD,
+        }
+    }
+}
+
+/// The model name voiceprints of the default embedder are filed under: its catalogue id and the
+/// start of its digest, so prints of another build of the model are never compared.
+pub fn print_model() -> String {
+    format!(
+        "{}@{}",
+        catalog::CAMPPLUS.id,
+        &catalog::CAMPPLUS.sha256[..12]
+    )
+}
+
 /// What [`Pipeline::diarize_session`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DiarizeOutcome {
@@ -40,6 +89,10 @@ pub enum DiarizeOutcome {
         resumed: usize,
         /// Seconds of utterance audio.
         audio_seconds: f64,
+        /// Users whose print this session's clean streams enrolled.
+        enrolled: usize,
+        /// Speakers named after a print.
+        identified: usize,
     },
     /// Already done with the same settings, utterances and transcript.
     Skipped,
@@ -54,14 +107,17 @@ struct Saved {
 }
 
 impl Pipeline {
-    /// Diarizes every user stream of the session in `dir` with `cfg`, on `threads` CPU threads.
-    /// Skipped when done with the same settings, utterances and transcript, unless `force`.
+    /// Diarizes every user stream of the session in `dir` with `cfg`, on `threads` CPU threads;
+    /// with `voices`, enrols clean streams and names speakers after voiceprints (see the module
+    /// documentation). Skipped when done with the same settings, utterances, transcript and
+    /// prints, unless `force`.
     pub fn diarize_session(
         &self,
         dir: &SessionDir,
         cfg: &DiarizeConfig,
         threads: usize,
         force: bool,
+        mut voices: Option<&mut Voices<'_>>,
         progress: &dyn Progress,
     ) -> Result<DiarizeOutcome, PipelineError> {
         cfg.validate()?;
@@ -85,7 +141,12 @@ impl Pipeline {
         let transcript_sha = transcript
             .as_deref()
             .map_or_else(String::new, nina_fs::sha256_bytes);
-        let key = digest(&[&embed_key, &format!("{cfg:?}"), &transcript_sha]);
+        let key = digest(&[
+            &embed_key,
+            &format!("{cfg:?}"),
+            &transcript_sha,
+            &voices_key(voices.as_deref()),
+        ]);
         let done = session
             .processing_of(STEP_DIARIZE)
             .is_some_and(|p| p.key == key);
@@ -171,7 +232,23 @@ impl Pipeline {
             }
             results.push((user, d.finish()?));
         }
-        let speakers = write_outputs(dir, &session, &results, transcript.as_deref())?;
+        let (names, enrolled) = match voices.as_deref_mut() {
+            Some(v) => name_speakers(&session, &results, v)?,
+            None => {
+                let single = results.len() <= 1;
+                let names = results
+                    .iter()
+                    .map(|(user, d)| {
+                        (0..d.speakers)
+                            .map(|s| (name(single, *user, s), None))
+                            .collect()
+                    })
+                    .collect();
+                (names, 0)
+            }
+        };
+        let identified = names.iter().flatten().filter(|n| n.1.is_some()).count();
+        let speakers = write_outputs(dir, &session, &results, &names, transcript.as_deref())?;
         session.set_processing(Processing {
             step: STEP_DIARIZE.into(),
             name: embedder.config().name.clone(),
@@ -184,8 +261,19 @@ impl Pipeline {
                 "min_speakers": cfg.cluster.min_speakers,
                 "max_speakers": cfg.cluster.max_speakers,
                 "vad": vad.name(),
+                "voiceprints": voices.as_deref().map(|v| json!({
+                    "model": print_model(), "threshold": v.threshold, "enrol": v.enrol,
+                    "enrolled": enrolled, "identified": identified,
+                })),
             }),
-            key,
+            // With prints, the key of the prints as they are now (after enrolment), so a run
+            // right after this one finds nothing changed.
+            key: digest(&[
+                &embed_key,
+                &format!("{cfg:?}"),
+                &transcript_sha,
+                &voices_key(voices.as_deref()),
+            ]),
             failed: Vec::new(),
         });
         dir.save(&session)?;
@@ -194,8 +282,114 @@ impl Pipeline {
             speakers,
             resumed,
             audio_seconds,
+            enrolled,
+            identified,
         })
     }
+}
+
+/// What the prints bring to the result: their model's prints (user, seconds, count), the
+/// threshold, enrolment and the opted-out users.
+fn voices_key(voices: Option<&Voices<'_>>) -> String {
+    let Some(v) = voices else {
+        return String::new();
+    };
+    let model = print_model();
+    let mut k = format!("{}|{}|{:?}|", v.threshold, v.enrol, v.opted_out);
+    // Seconds rounded: a JSON round trip may change the last bit of an f64.
+    for p in v.prints.of_model(&model) {
+        k.push_str(&format!("{}:{:.3}:{};", p.user_id, p.seconds, p.count));
+    }
+    k
+}
+
+/// A speaker's name and the print it matched, per stream and speaker.
+type Names = Vec<Vec<(String, Option<Match>)>>;
+
+/// Enrols the clean streams' owners (saving the prints), then names every speaker: after the
+/// nearest print, else `unknown_N` (numbered across the session). Returns the names and how
+/// many users were enrolled.
+fn name_speakers(
+    session: &Session,
+    results: &[(u64, nina_diarize::Diarization)],
+    v: &mut Voices<'_>,
+) -> Result<(Names, usize), PipelineError> {
+    let model = print_model();
+    let mut enrolled = 0;
+    if v.enrol {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for (user, d) in results {
+            // User 0 is a file's one stream: no Discord user owns it.
+            if *user == 0 || v.opted_out.contains(user) {
+                continue;
+            }
+            let secs = speaker_seconds(d);
+            let Some(dom) = dominant(&secs, ENROL_SHARE) else {
+                tracing::debug!(user, "stream holds several voices: not enrolled");
+                continue;
+            };
+            if secs[dom] < ENROL_MIN_SECONDS {
+                continue;
+            }
+            match v.prints.enrol_from(
+                *user,
+                &model,
+                &d.centroids[dom],
+                secs[dom],
+                now,
+                &session.id,
+            ) {
+                Ok(true) => enrolled += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(user, "voiceprint not enrolled: {e}"),
+            }
+        }
+        if enrolled > 0 {
+            v.prints.save()?;
+            tracing::info!(enrolled, "voiceprints enrolled");
+        }
+    }
+    let prints: Vec<(u64, Vec<f32>)> = v
+        .prints
+        .of_model(&model)
+        .filter(|p| !v.opted_out.contains(&p.user_id))
+        .map(|p| (p.user_id, p.embedding()))
+        .collect();
+    let mut unknown = 0;
+    let names = results
+        .iter()
+        .map(|(_, d)| {
+            identify(&d.centroids, &prints, v.threshold)
+                .into_iter()
+                .map(|m| match m {
+                    Some(m) => (rttm_safe(&session.speaker_label(m.user)), Some(m)),
+                    None => {
+                        unknown += 1;
+                        (format!("unknown_{unknown}"), None)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok((names, enrolled))
+}
+
+/// Seconds of speech of each speaker of `d`.
+fn speaker_seconds(d: &nina_diarize::Diarization) -> Vec<f64> {
+    let mut secs = vec![0.0; d.speakers];
+    for t in &d.turns {
+        if let Some(s) = secs.get_mut(t.speaker) {
+            *s += t.end - t.start;
+        }
+    }
+    secs
+}
+
+/// A name usable as an RTTM field (no whitespace).
+fn rttm_safe(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join("_")
 }
 
 /// A speaker's name in the outputs: `SPEAKER_00` in a one-stream session, else prefixed with
@@ -213,14 +407,20 @@ fn write_outputs(
     dir: &SessionDir,
     session: &Session,
     results: &[(u64, nina_diarize::Diarization)],
+    names: &Names,
     transcript: Option<&[u8]>,
 ) -> Result<usize, PipelineError> {
-    let single = results.len() <= 1;
+    let name_of = |r: usize, s: usize| -> String {
+        names
+            .get(r)
+            .and_then(|n| n.get(s))
+            .map_or_else(|| output::speaker_label(s), |n| n.0.clone())
+    };
     let mut rttm = String::new();
     let mut speakers = Vec::new();
     let mut turns = Vec::new();
     let mut overlaps = Vec::new();
-    for (user, d) in results {
+    for (r, (user, d)) in results.iter().enumerate() {
         for line in output::rttm(&session.id, d, false).lines() {
             // Rename the speaker field (8th) to the session-wide name.
             let mut f: Vec<String> = line.split(' ').map(str::to_string).collect();
@@ -229,7 +429,7 @@ fn write_outputs(
                     .strip_prefix("SPEAKER_")
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
-                *sp = name(single, *user, i);
+                *sp = name_of(r, i);
             }
             rttm.push_str(&f.join(" "));
             rttm.push('\n');
@@ -241,18 +441,20 @@ fn write_outputs(
                 .filter(|t| t.speaker == s)
                 .map(|t| t.end - t.start)
                 .sum();
-            speakers
-                .push(json!({"name": name(single, *user, s), "user_id": user, "seconds": secs}));
+            let identity = names.get(r).and_then(|n| n.get(s)).and_then(|n| n.1).map(
+                |m| json!({"user_id": m.user, "similarity": (f64::from(m.similarity) * 1000.0).round() / 1000.0}),
+            );
+            speakers.push(json!({
+                "name": name_of(r, s), "user_id": user, "seconds": secs, "identity": identity,
+            }));
         }
         for t in &d.turns {
-            turns.push(
-                json!({"start": t.start, "end": t.end, "speaker": name(single, *user, t.speaker)}),
-            );
+            turns.push(json!({"start": t.start, "end": t.end, "speaker": name_of(r, t.speaker)}));
         }
         for o in &d.overlaps {
             overlaps.push(json!({
                 "start": o.start, "end": o.end,
-                "speakers": [name(single, *user, o.main), name(single, *user, o.second)],
+                "speakers": [name_of(r, o.main), name_of(r, o.second)],
             }));
         }
     }
@@ -265,9 +467,9 @@ fn write_outputs(
             .map(|(u, _)| (session.speaker_label(*u), *u))
             .collect();
         for (i, s) in doc.segments.iter().enumerate() {
-            let Some((user, d)) = user_of
+            let Some((r, (_, d))) = user_of
                 .get(&s.speaker)
-                .and_then(|u| results.iter().find(|r| r.0 == *u))
+                .and_then(|u| results.iter().enumerate().find(|r| r.1.0 == *u))
             else {
                 continue;
             };
@@ -279,15 +481,15 @@ fn write_outputs(
                 .map(|w| {
                     let sp = output::speaker_of(&d.turns, w.start, w.end).or(who);
                     json!({"start": w.start, "end": w.end, "text": w.text,
-                           "speaker": sp.map(|x| name(single, *user, x))})
+                           "speaker": sp.map(|x| name_of(r, x))})
                 })
                 .collect();
             let straddles = words
                 .iter()
-                .any(|w| w["speaker"] != json!(who.map(|x| name(single, *user, x))));
+                .any(|w| w["speaker"] != json!(who.map(|x| name_of(r, x))));
             let mut entry = json!({
                 "index": i, "start": seg.start, "end": seg.end, "stream": s.speaker,
-                "speaker": who.map(|x| name(single, *user, x)), "text": seg.text,
+                "speaker": who.map(|x| name_of(r, x)), "text": seg.text,
             });
             if straddles {
                 entry["words"] = json!(words);

@@ -28,7 +28,10 @@ mod progress;
 pub mod tracks;
 mod writer;
 
-pub use diarize::{DIARIZATION_JSON, DIARIZATION_RTTM, DiarizeOutcome, STEP_DIARIZE};
+pub use diarize::{
+    DIARIZATION_JSON, DIARIZATION_RTTM, DiarizeOutcome, ENROL_MIN_SECONDS, ENROL_SHARE,
+    STEP_DIARIZE, Voices, print_model,
+};
 pub use pipeline::{
     FILE_USER, Outcome, Pipeline, PipelineConfig, STEP_SEGMENT, STEP_TRANSCRIBE, VadChoice,
     file_session_dir,

@@ -31,7 +31,7 @@ pub use track::{
     OPUS_SILENCE, OpusTrack, OpusTrackWriter, TRACK_RATE, TrackPacket, TrackSummary,
     opus_packet_samples, read_opus_track, repair_opus_track,
 };
-pub use voiceprints::{VoicePrint, VoicePrints};
+pub use voiceprints::{OPTOUT_JSON, VoicePrint, VoicePrints, opted_out};
 
 /// `session.json`.
 pub const SESSION_JSON: &str = "session.json";

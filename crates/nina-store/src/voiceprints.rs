@@ -13,6 +13,9 @@ use crate::StoreError;
 
 /// File name of a guild's voiceprints, under `<data>/<guild>/`.
 pub const VOICEPRINTS_JSON: &str = "voiceprints.json";
+/// File name of the opt-out list, under `<data>/`: a JSON object from guild id to the user ids
+/// who asked not to be recorded there (written by the collector's `/record optout`).
+pub const OPTOUT_JSON: &str = "optout.json";
 /// Format version of the file.
 const VERSION: u32 = 1;
 
@@ -31,6 +34,9 @@ pub struct VoicePrint {
     pub count: u32,
     /// When it last changed (Unix ms).
     pub updated_ms: i64,
+    /// Where the enrolled speech came from (session ids), so a session re-run enrols once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 impl VoicePrint {
@@ -72,6 +78,25 @@ pub enum EnrolError {
     /// Seconds not finite or not above 0.
     #[error("seconds of speech must be above 0")]
     BadSeconds,
+}
+
+/// The users of `guild` who opted out, from `<data>/optout.json` (none when it does not exist):
+/// they are never enrolled nor named.
+pub fn opted_out(data: &Path, guild: u64) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+    let path = data.join(OPTOUT_JSON);
+    match std::fs::read(&path) {
+        Ok(b) => {
+            let mut all: BTreeMap<u64, std::collections::BTreeSet<u64>> =
+                serde_json::from_slice(&b).map_err(|e| StoreError::Invalid {
+                    path: path.clone(),
+                    field: format!("line {} column {}", e.line(), e.column()),
+                    reason: e.to_string(),
+                })?;
+            Ok(all.remove(&guild).unwrap_or_default())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
 }
 
 /// A guild's voiceprints, loaded from and saved to its file.
@@ -150,6 +175,39 @@ impl VoicePrints {
         seconds: f64,
         now_ms: i64,
     ) -> Result<&VoicePrint, EnrolError> {
+        self.add(user, model, embedding, seconds, now_ms, None)
+    }
+
+    /// Like [`Self::enrol`], with speech from `source` (a session id): returns `Ok(false)` and
+    /// changes nothing when the print already holds speech from `source`.
+    pub fn enrol_from(
+        &mut self,
+        user: u64,
+        model: &str,
+        embedding: &[f32],
+        seconds: f64,
+        now_ms: i64,
+        source: &str,
+    ) -> Result<bool, EnrolError> {
+        if self
+            .get(user, model)
+            .is_some_and(|p| p.sources.iter().any(|s| s == source))
+        {
+            return Ok(false);
+        }
+        self.add(user, model, embedding, seconds, now_ms, Some(source))?;
+        Ok(true)
+    }
+
+    fn add(
+        &mut self,
+        user: u64,
+        model: &str,
+        embedding: &[f32],
+        seconds: f64,
+        now_ms: i64,
+        source: Option<&str>,
+    ) -> Result<&VoicePrint, EnrolError> {
         if !(seconds.is_finite() && seconds > 0.0) {
             return Err(EnrolError::BadSeconds);
         }
@@ -170,6 +228,7 @@ impl VoicePrints {
                 seconds: 0.0,
                 count: 0,
                 updated_ms: now_ms,
+                sources: Vec::new(),
             });
         if p.sum.len() != e.len() {
             return Err(EnrolError::WrongSize {
@@ -184,6 +243,9 @@ impl VoicePrints {
         p.seconds += seconds;
         p.count += 1;
         p.updated_ms = now_ms;
+        if let Some(src) = source {
+            p.sources.push(src.to_string());
+        }
         Ok(p)
     }
 
@@ -248,6 +310,39 @@ mod tests {
             !VoicePrints::path(d.path(), 5).exists(),
             "no file once empty"
         );
+    }
+
+    #[test]
+    fn the_opt_out_list_is_read_per_guild() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(opted_out(d.path(), 1).unwrap().is_empty());
+        std::fs::write(d.path().join(OPTOUT_JSON), br#"{"1": [7, 8], "2": [9]}"#).unwrap();
+        assert_eq!(
+            opted_out(d.path(), 1)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert!(opted_out(d.path(), 3).unwrap().is_empty());
+        std::fs::write(d.path().join(OPTOUT_JSON), b"[").unwrap();
+        assert!(opted_out(d.path(), 1).is_err());
+    }
+
+    #[test]
+    fn a_source_is_enrolled_once() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = VoicePrints::load(d.path(), 1).unwrap();
+        assert!(v.enrol_from(7, "m", &[1.0, 0.0], 2.0, 0, "s1").unwrap());
+        assert!(!v.enrol_from(7, "m", &[0.0, 1.0], 2.0, 0, "s1").unwrap());
+        assert!(v.enrol_from(7, "m", &[0.0, 1.0], 2.0, 0, "s2").unwrap());
+        // Another model's print of the same user takes the same source.
+        assert!(v.enrol_from(7, "other", &[1.0], 2.0, 0, "s1").unwrap());
+        let p = v.get(7, "m").unwrap();
+        assert_eq!((p.seconds, p.count, p.sources.len()), (4.0, 2, 2));
+        v.save().unwrap();
+        let again = VoicePrints::load(d.path(), 1).unwrap();
+        assert_eq!(again.get(7, "m").unwrap().sources, ["s1", "s2"]);
     }
 
     #[test]
