@@ -250,6 +250,11 @@ impl Bot {
             optout: self.optout.clone(),
             status: status.clone(),
             reports: self.reports_tx.clone(),
+            enrol: self
+                .cfg
+                .voiceprints
+                .enrol
+                .then(|| (self.cfg.data_dir.clone(), self.cfg.voiceprints.max_seconds)),
         };
         let thread = std::thread::Builder::new()
             .name(format!("nina-session-{guild}"))

@@ -46,6 +46,36 @@ pub struct Config {
     /// Post each finished utterance's text to this text channel (recordings of its guild only).
     #[serde(default)]
     pub captions_channel: Option<u64>,
+    /// Voiceprints.
+    #[serde(default)]
+    pub voiceprints: VoiceprintsSection,
+}
+
+/// `[voiceprints]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceprintsSection {
+    /// When a session ends, enrol each user whose stream is one clean voice into the guild's
+    /// voiceprints (`<data_dir>/<guild>/voiceprints.json`), never an opted-out user.
+    #[serde(default = "yes")]
+    pub enrol: bool,
+    /// Seconds of each user's speech (their first) diarized to enrol them, bounding the work
+    /// done when a session ends.
+    #[serde(default = "default_enrol_seconds")]
+    pub max_seconds: f64,
+}
+
+impl Default for VoiceprintsSection {
+    fn default() -> Self {
+        Self {
+            enrol: true,
+            max_seconds: default_enrol_seconds(),
+        }
+    }
+}
+
+fn default_enrol_seconds() -> f64 {
+    60.0
 }
 
 fn default_data_dir() -> PathBuf {
@@ -222,6 +252,10 @@ impl Config {
         }
         if self.transcribe.workers == 0 || self.transcribe.workers > 64 {
             bail!("transcribe.workers must be 1 to 64");
+        }
+        let m = self.voiceprints.max_seconds;
+        if !(m.is_finite() && (3.0..=3600.0).contains(&m)) {
+            bail!("voiceprints.max_seconds must be 3 to 3600");
         }
         if self.channels.iter().any(|c| c.guild == 0 || c.channel == 0) {
             bail!("channels: ids must not be 0");

@@ -86,6 +86,9 @@ pub struct SessionJob {
     pub status: Arc<SessionStatus>,
     /// Reports to the bot.
     pub reports: UnboundedSender<Report>,
+    /// The data directory and the seconds of each user's speech to enrol voiceprints from,
+    /// when enrolment is on.
+    pub enrol: Option<(std::path::PathBuf, f64)>,
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -96,6 +99,25 @@ fn unix_ms(t: SystemTime) -> i64 {
 /// The session id of a recording started at `ms`.
 pub fn session_id(ms: i64) -> String {
     format!("live-{ms}")
+}
+
+/// Enrols the session's clean user streams into the guild's voiceprints.
+fn enrol_voiceprints(
+    pipeline: &Pipeline,
+    dir: &SessionDir,
+    data: &std::path::Path,
+    guild: u64,
+    seconds: f64,
+) -> Result<()> {
+    let mut prints = nina_store::VoicePrints::load(data, guild)?;
+    let mut voices = nina_pipeline::Voices::new(&mut prints);
+    voices.opted_out = nina_store::opted_out(data, guild)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let users = pipeline.enrol_session(dir, &mut voices, seconds, threads)?;
+    if !users.is_empty() {
+        tracing::info!(?users, "voiceprints enrolled");
+    }
+    Ok(())
 }
 
 /// Runs a session to its end; reports `Finished`.
@@ -131,6 +153,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         optout,
         status,
         reports,
+        enrol,
     } = job;
     let started_at_ms = unix_ms(recording.started_at);
     let skeleton = Session {
@@ -353,6 +376,15 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         pipeline
             .transcribe_session(&dir, false, &NoProgress)
             .context("writing the transcripts")?;
+    }
+    if let Some((data, seconds)) = &enrol
+        && !session.utterances.is_empty()
+    {
+        // A voiceprint that cannot be made (the CAM++ model missing, say) costs the session
+        // nothing: it is recorded and transcribed already.
+        if let Err(e) = enrol_voiceprints(&pipeline, &dir, data, guild.id, *seconds) {
+            tracing::warn!("voiceprints not enrolled: {e:#}");
+        }
     }
     Ok((dir, ended))
 }

@@ -78,6 +78,23 @@ async fn three_people_overlapping_are_recorded_apart_and_an_opted_out_one_is_not
     );
     let (dir, s) = the_session(data.path());
     let call = (s.ended_at_ms.unwrap() - s.started_at_ms) as f64 / 1000.0;
+    // When the session ended, Ann's and Cat's own streams (one clean voice of 5 s and more)
+    // enrolled their voiceprints; Dan, opted out, has none (nor any trace, checked below).
+    let prints = nina_store::VoicePrints::load(data.path(), fc.guild_id).unwrap();
+    eprintln!(
+        "voiceprints: {:?}",
+        prints
+            .all()
+            .map(|p| (p.user_id, p.seconds, &p.sources))
+            .collect::<Vec<_>>()
+    );
+    for i in [0, 2] {
+        let p = prints
+            .get(users[i], &nina_pipeline::print_model())
+            .unwrap_or_else(|| panic!("{} not enrolled", names[i]));
+        assert!(p.seconds >= 3.0 && p.sources == [s.id.clone()], "{p:?}");
+    }
+    assert!(prints.all().all(|p| p.user_id != users[3]));
     let transcript: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.root().join("transcript.json")).unwrap())
             .unwrap();

@@ -19,8 +19,8 @@ use nina_diarize::{
     DiarizeConfig, Diarizer, EmbeddedRegion, OnnxEmbedder, output, regions_from_probabilities,
 };
 use nina_models::catalog;
-use nina_segment::vad::{FRAME, probabilities};
-use nina_store::{Processing, Session, SessionDir, TRANSCRIPT_JSON, VoicePrints};
+use nina_segment::vad::{FRAME, VoiceDetector, probabilities};
+use nina_store::{Processing, Session, SessionDir, TRANSCRIPT_JSON, UtteranceRecord, VoicePrints};
 use nina_transcribe::TranscriptDocument;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -185,31 +185,8 @@ impl Pipeline {
                 let regions = match saved[i].take() {
                     Some(s) => s,
                     None => {
-                        let audio = self.utterance_audio(dir, u)?;
-                        vad.reset();
-                        let p = probabilities(vad.as_mut(), &audio)?;
-                        let th = self.config().segmenter.threshold;
-                        let mut r = regions_from_probabilities(
-                            &p,
-                            FRAME as f64 / 16_000.0,
-                            th,
-                            0.1,
-                            0.1,
-                            0.05,
-                        );
-                        if r.is_empty() {
-                            r.push((0.0, audio.len() as f64 / 16_000.0));
-                        }
-                        let pieces: Vec<(f64, &[f32])> = r
-                            .iter()
-                            .map(|&(s, e)| {
-                                let a = ((s * 16_000.0) as usize).min(audio.len());
-                                let b = ((e * 16_000.0) as usize).min(audio.len());
-                                (u.start + a as f64 / 16_000.0, &audio[a..b])
-                            })
-                            .collect();
-                        let embedded: Vec<Saved> = d
-                            .embed_regions(&pieces)?
+                        let embedded: Vec<Saved> = self
+                            .embed_utterance(dir, u, vad.as_mut(), &mut d)?
                             .into_iter()
                             .map(|e| Saved {
                                 start: e.start,
@@ -286,6 +263,115 @@ impl Pipeline {
             identified,
         })
     }
+
+    /// The speech regions of utterance `u` (by the voice-activity detector; the whole
+    /// utterance when it finds none), embedded by `d`'s embedder, in session time.
+    fn embed_utterance(
+        &self,
+        dir: &SessionDir,
+        u: &UtteranceRecord,
+        vad: &mut dyn VoiceDetector,
+        d: &mut Diarizer<'_>,
+    ) -> Result<Vec<EmbeddedRegion>, PipelineError> {
+        let audio = self.utterance_audio(dir, u)?;
+        vad.reset();
+        let p = probabilities(vad, &audio)?;
+        let th = self.config().segmenter.threshold;
+        let mut r = regions_from_probabilities(&p, FRAME as f64 / 16_000.0, th, 0.1, 0.1, 0.05);
+        if r.is_empty() {
+            r.push((0.0, audio.len() as f64 / 16_000.0));
+        }
+        let pieces: Vec<(f64, &[f32])> = r
+            .iter()
+            .map(|&(s, e)| {
+                let a = ((s * 16_000.0) as usize).min(audio.len());
+                let b = ((e * 16_000.0) as usize).min(audio.len());
+                (u.start + a as f64 / 16_000.0, &audio[a..b])
+            })
+            .collect();
+        Ok(d.embed_regions(&pieces)?)
+    }
+
+    /// Enrols the owners of the session's clean user streams into `voices.prints` (saved when
+    /// it changes), diarizing at most `max_seconds` of each stream's utterances (its first):
+    /// what the collector does when a live session ends, at a bounded cost. A stream enrols
+    /// its owner when one voice holds at least [`ENROL_SHARE`] of that speech, for at least
+    /// [`ENROL_MIN_SECONDS`]; opted-out users and streams of no user (id 0) never do, and a
+    /// session enrols a user once however often it runs. Returns the users enrolled.
+    pub fn enrol_session(
+        &self,
+        dir: &SessionDir,
+        voices: &mut Voices<'_>,
+        max_seconds: f64,
+        threads: usize,
+    ) -> Result<Vec<u64>, PipelineError> {
+        let session = dir.load()?;
+        let (mut vad, _) = self.detector()?;
+        let mut embedder = OnnxEmbedder::from_models(&self.config().models, threads.max(1))?;
+        let cfg = DiarizeConfig::default();
+        let model = print_model();
+        let mut users: BTreeMap<u64, Vec<&UtteranceRecord>> = BTreeMap::new();
+        for u in &session.utterances {
+            if u.user_id != 0 && !voices.opted_out.contains(&u.user_id) {
+                users.entry(u.user_id).or_default().push(u);
+            }
+        }
+        let now = unix_ms();
+        let mut enrolled = Vec::new();
+        for (user, utts) in users {
+            if voices
+                .prints
+                .get(user, &model)
+                .is_some_and(|p| p.sources.contains(&session.id))
+            {
+                continue;
+            }
+            let mut d = Diarizer::new(&mut embedder, cfg.clone())?;
+            let mut taken = 0.0;
+            for u in utts {
+                if taken >= max_seconds {
+                    break;
+                }
+                taken += u.end - u.start;
+                for r in self.embed_utterance(dir, u, vad.as_mut(), &mut d)? {
+                    d.add(r)?;
+                }
+            }
+            let result = d.finish()?;
+            let secs = speaker_seconds(&result);
+            let Some(dom) = dominant(&secs, ENROL_SHARE) else {
+                tracing::debug!(user, "stream holds several voices: not enrolled");
+                continue;
+            };
+            if secs[dom] < ENROL_MIN_SECONDS {
+                continue;
+            }
+            match voices.prints.enrol_from(
+                user,
+                &model,
+                &result.centroids[dom],
+                secs[dom],
+                now,
+                &session.id,
+            ) {
+                Ok(true) => enrolled.push(user),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(user, "voiceprint not enrolled: {e}"),
+            }
+        }
+        if !enrolled.is_empty() {
+            voices.prints.save()?;
+            tracing::debug!(users = enrolled.len(), "voiceprints enrolled");
+        }
+        Ok(enrolled)
+    }
+}
+
+/// Now, Unix milliseconds.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What the prints bring to the result: their model's prints (user, seconds, count), the
@@ -317,9 +403,7 @@ fn name_speakers(
     let model = print_model();
     let mut enrolled = 0;
     if v.enrol {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = unix_ms();
         for (user, d) in results {
             // User 0 is a file's one stream: no Discord user owns it.
             if *user == 0 || v.opted_out.contains(user) {
