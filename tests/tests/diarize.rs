@@ -195,6 +195,33 @@ fn clean_streams_enrol_and_a_shared_stream_is_named_after_them() {
         .into_iter()
         .find(|d| d.root().ends_with("room"))
         .unwrap();
+    // A transcript of the room stream, one segment per turn, saying whose turn it is.
+    let segments = conv
+        .turns
+        .iter()
+        .map(|t| nina_transcribe::SpeakerSegment {
+            speaker: ROOM.to_string(),
+            segment: nina_transcribe::Segment {
+                start: t.start,
+                end: t.end,
+                text: t.speaker.clone(),
+                avg_logprob: -0.1,
+                no_speech_prob: 0.0,
+                words: vec![],
+            },
+        })
+        .collect();
+    let doc = nina_transcribe::TranscriptDocument::new(
+        nina_transcribe::ModelInfo {
+            name: "test".into(),
+            sha256: String::new(),
+        },
+        &nina_transcribe::TranscribeOptions::default(),
+        segments,
+        vec![],
+    );
+    dir.write("transcript.json", doc.to_json().as_bytes())
+        .unwrap();
     let mut prints = VoicePrints::load(data, GUILD).unwrap();
     let mut v = Voices::new(&mut prints);
     v.opted_out = nina_store::opted_out(data, GUILD).unwrap();
@@ -202,6 +229,21 @@ fn clean_streams_enrol_and_a_shared_stream_is_named_after_them() {
         .diarize_session(&dir, &cfg, 2, false, Some(&mut v), &NoProgress)
         .unwrap();
     eprintln!("room: {out:?}");
+    // transcript.txt names each turn's speaker: the user for an enrolled voice, unknown_N for
+    // the others (`[00:00:01] 1: reader`).
+    let txt = std::fs::read_to_string(dir.root().join("transcript.txt")).unwrap();
+    let (mut lines, mut named_right) = (0, 0);
+    for line in txt.lines() {
+        let (who, voice) = line[11..].split_once(": ").unwrap();
+        lines += 1;
+        let ok = match USERS.iter().find(|(n, u)| *n == voice && *u != OPTED_OUT) {
+            Some((_, u)) => who == u.to_string(),
+            None => who.starts_with("unknown_"),
+        };
+        named_right += usize::from(ok);
+    }
+    eprintln!("transcript.txt: {named_right} of {lines} turns under the right name");
+    assert!(named_right as f64 >= 0.95 * lines as f64, "{txt}");
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.root().join("diarization.json")).unwrap())
             .unwrap();

@@ -4,7 +4,8 @@
 //! once, so an interrupted run resumes without embedding again; then the windows of each stream
 //! are clustered and re-segmented ([`nina_diarize::Diarizer`]). Writes `diarization.rttm` and
 //! `diarization.json` (speakers, turns, overlaps, and the speaker of every transcript segment,
-//! and of every word where a segment straddles a turn change).
+//! and of every word where a segment straddles a turn change), and rewrites
+//! `transcript.{srt,vtt,txt}` with the diarized speakers (`transcript.json` stays as transcribed).
 //!
 //! With [`Voices`], the guild's voiceprints come in: a live user's stream whose speech is one
 //! clean voice (one speaker holding at least [`ENROL_SHARE`] of it, for at least
@@ -20,7 +21,10 @@ use nina_diarize::{
 };
 use nina_models::catalog;
 use nina_segment::vad::{FRAME, VoiceDetector, probabilities};
-use nina_store::{Processing, Session, SessionDir, TRANSCRIPT_JSON, UtteranceRecord, VoicePrints};
+use nina_store::{
+    Processing, Session, SessionDir, TRANSCRIPT_JSON, TRANSCRIPT_SRT, TRANSCRIPT_TXT,
+    TRANSCRIPT_VTT, UtteranceRecord, VoicePrints,
+};
 use nina_transcribe::TranscriptDocument;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -544,12 +548,14 @@ fn write_outputs(
     }
     // The speaker of each transcript segment, and of its words when they differ.
     let mut segments = Vec::new();
-    if let Some(doc) = transcript.and_then(|t| serde_json::from_slice::<TranscriptDocument>(t).ok())
+    if let Some(mut doc) =
+        transcript.and_then(|t| serde_json::from_slice::<TranscriptDocument>(t).ok())
     {
         let user_of: BTreeMap<String, u64> = results
             .iter()
             .map(|(u, _)| (session.speaker_label(*u), *u))
             .collect();
+        let mut relabel = Vec::new();
         for (i, s) in doc.segments.iter().enumerate() {
             let Some((r, (_, d))) = user_of
                 .get(&s.speaker)
@@ -579,7 +585,26 @@ fn write_outputs(
                 entry["words"] = json!(words);
             }
             segments.push(entry);
+            relabel.push((i, r, who));
         }
+        // The readable transcripts name the diarized speaker of each segment: a speaker named
+        // after a voiceprint always; in a stream with several speakers, their diarized name;
+        // a stream of one unnamed voice keeps its stream's label (the Discord user).
+        // `transcript.json` stays as transcribed (the diarization's key rests on it).
+        for (i, r, who) in relabel {
+            let Some(x) = who else { continue };
+            let (n, m) = names
+                .get(r)
+                .and_then(|n| n.get(x))
+                .cloned()
+                .unwrap_or_else(|| (output::speaker_label(x), None));
+            if m.is_some() || results[r].1.speakers > 1 {
+                doc.segments[i].speaker = n;
+            }
+        }
+        dir.write(TRANSCRIPT_SRT, doc.to_srt().as_bytes())?;
+        dir.write(TRANSCRIPT_VTT, doc.to_vtt().as_bytes())?;
+        dir.write(TRANSCRIPT_TXT, doc.to_text().as_bytes())?;
     }
     let doc = json!({
         "schema": "nina.diarization/1",
