@@ -6,15 +6,20 @@
 //! Environment: `NINA_DIARIZE_THRESHOLD`, `NINA_DIARIZE_WINDOW`, `NINA_DIARIZE_STEP`,
 //! `NINA_DIARIZE_OVERLAP_MARGIN` (`none` to switch overlap detection off) override the
 //! defaults, for calibration; `NINA_BENCH_LONG` (minutes, default 30; 0 skips the long set);
-//! `NINA_BENCH_THREADS` (default 2).
+//! `NINA_BENCH_THREADS` (default 2); `NINA_EMBED_REGION_FRAMES` (longest stretch of a region
+//! embedded in one pass, feature frames; 1 embeds every window on its own, as before),
+//! `NINA_EMBED_PARALLEL` (`0`: one session with the threads intra-op instead of one
+//! single-threaded session per thread).
 
 use std::time::Instant;
 
-use nina_diarize::{Diarization, DiarizeConfig, OnnxEmbedder, output, regions_from_probabilities};
+use nina_diarize::{
+    Diarization, DiarizeConfig, EmbedderConfig, OnnxEmbedder, output, regions_from_probabilities,
+};
 use nina_eval::conversation::{Spec, synthesize, test_voices};
 use nina_eval::testdata::{self, Turn};
 use nina_eval::{der::der, memory};
-use nina_models::ModelDir;
+use nina_models::{ModelDir, catalog};
 use nina_segment::vad::{FRAME, SileroVad, probabilities};
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -116,8 +121,19 @@ fn main() {
     let threads = env("NINA_BENCH_THREADS").unwrap_or(2);
     let long_minutes: f64 = env("NINA_BENCH_LONG").unwrap_or(30.0);
     let models = ModelDir::new(testdata::models_dir());
-    let mut embedder =
-        OnnxEmbedder::from_models(&models, threads).unwrap_or_else(|e| panic!("{e}"));
+    let mut ec = EmbedderConfig::campplus();
+    if let Some(f) = env("NINA_EMBED_REGION_FRAMES") {
+        ec.region_frames = f;
+    }
+    if let Some(p) = env::<u8>("NINA_EMBED_PARALLEL") {
+        ec.parallel_sessions = p != 0;
+    }
+    eprintln!(
+        "region stretches of at most {} frames, parallel sessions {}",
+        ec.region_frames, ec.parallel_sessions
+    );
+    let mut embedder = OnnxEmbedder::from_spec(&models, &catalog::CAMPPLUS, ec, threads)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut vad = SileroVad::from_models(&models).unwrap_or_else(|e| panic!("{e}"));
     let cfg = config();
     eprintln!(

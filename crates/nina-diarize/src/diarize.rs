@@ -9,7 +9,7 @@
 //! [`Diarizer::finish`], so a long file never has to be held in memory.
 
 use crate::cluster::{ClusterConfig, cluster};
-use crate::{DiarizeError, SpeakerEmbedder};
+use crate::{DiarizeError, RegionWindows, SpeakerEmbedder};
 
 /// Sample rate of the audio given.
 pub const RATE: usize = 16_000;
@@ -143,6 +143,14 @@ struct Region {
     windows: std::ops::Range<usize>,
 }
 
+/// A region's span of windows waiting to be embedded.
+#[derive(Debug)]
+struct PendingRegion {
+    audio: Vec<f32>,
+    /// Sample ranges of `audio`.
+    windows: Vec<(usize, usize)>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: f64,
@@ -156,7 +164,10 @@ pub struct Diarizer<'e> {
     regions: Vec<Region>,
     windows: Vec<Window>,
     vectors: Vec<Vec<f32>>,
-    pending: Vec<Vec<f32>>,
+    /// Regions waiting to be embedded: audio and window sample ranges.
+    pending: Vec<PendingRegion>,
+    /// Windows in `pending`.
+    pending_windows: usize,
     batch: usize,
 }
 
@@ -183,6 +194,7 @@ impl<'e> Diarizer<'e> {
             windows: Vec::new(),
             vectors: Vec::new(),
             pending: Vec::new(),
+            pending_windows: 0,
             batch: 64,
         })
     }
@@ -198,21 +210,34 @@ impl<'e> Diarizer<'e> {
         }
         let len = audio.len() as f64 / RATE as f64;
         let first = self.windows.len();
-        for (a, b) in self.layout(audio.len()) {
+        let layout = self.layout(audio.len());
+        for &(a, b) in &layout {
             self.windows.push(Window {
                 start: start + a as f64 / RATE as f64,
                 end: start + b as f64 / RATE as f64,
             });
-            self.pending.push(audio[a..b].to_vec());
-            if self.pending.len() >= self.batch {
-                self.flush()?;
-            }
         }
         self.regions.push(Region {
             start,
             end: start + len,
             windows: first..self.windows.len(),
         });
+        if !layout.is_empty() {
+            // The region's span of windows is embedded in one pass with the next few regions.
+            let (a, b) = (layout[0].0, layout[layout.len() - 1].1);
+            let layout = layout
+                .into_iter()
+                .map(|(s, e)| (s - a, e - a))
+                .collect::<Vec<_>>();
+            self.pending_windows += layout.len();
+            self.pending.push(PendingRegion {
+                audio: audio[a..b].to_vec(),
+                windows: layout,
+            });
+            if self.pending_windows >= self.batch {
+                self.flush()?;
+            }
+        }
         Ok(())
     }
 
@@ -223,7 +248,7 @@ impl<'e> Diarizer<'e> {
         regions: &[(f64, &[f32])],
     ) -> Result<Vec<EmbeddedRegion>, DiarizeError> {
         let mut out = Vec::with_capacity(regions.len());
-        let mut audio: Vec<&[f32]> = Vec::new();
+        let mut layouts = Vec::with_capacity(regions.len());
         for &(start, a) in regions {
             if !start.is_finite() || start < 0.0 {
                 return Err(DiarizeError::Audio(format!("region start {start} s")));
@@ -231,22 +256,27 @@ impl<'e> Diarizer<'e> {
             if a.iter().any(|x| !x.is_finite()) {
                 return Err(DiarizeError::Audio("samples that are not finite".into()));
             }
-            let mut windows = Vec::new();
-            for (s, e) in self.layout(a.len()) {
-                windows.push((
-                    start + s as f64 / RATE as f64,
-                    start + e as f64 / RATE as f64,
-                    Vec::new(),
-                ));
-                audio.push(&a[s..e]);
-            }
+            let layout = self.layout(a.len());
+            let windows = layout
+                .iter()
+                .map(|&(s, e)| {
+                    (
+                        start + s as f64 / RATE as f64,
+                        start + e as f64 / RATE as f64,
+                        Vec::new(),
+                    )
+                })
+                .collect();
+            layouts.push((a, layout));
             out.push(EmbeddedRegion {
                 start,
                 end: start + a.len() as f64 / RATE as f64,
                 windows,
             });
         }
-        let mut vectors = self.embedder.embed_batch(&audio)?.into_iter();
+        let refs: Vec<RegionWindows<'_>> =
+            layouts.iter().map(|(a, l)| (*a, l.as_slice())).collect();
+        let mut vectors = self.embedder.embed_windows(&refs)?.into_iter();
         for r in &mut out {
             for w in &mut r.windows {
                 w.2 = vectors.next().ok_or_else(|| {
@@ -314,10 +344,20 @@ impl<'e> Diarizer<'e> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let refs: Vec<&[f32]> = self.pending.iter().map(|p| p.as_slice()).collect();
-        let v = self.embedder.embed_batch(&refs)?;
+        let refs: Vec<RegionWindows<'_>> = self
+            .pending
+            .iter()
+            .map(|p| (p.audio.as_slice(), p.windows.as_slice()))
+            .collect();
+        let v = self.embedder.embed_windows(&refs)?;
+        if v.len() != self.pending_windows {
+            return Err(DiarizeError::Config(
+                "the embedder returned a wrong number of vectors".into(),
+            ));
+        }
         self.vectors.extend(v);
         self.pending.clear();
+        self.pending_windows = 0;
         Ok(())
     }
 
