@@ -1,5 +1,6 @@
-//! Who spoke when: speech regions cut into overlapping windows, windows embedded in batches,
-//! clustered into speakers ([`crate::cluster`]), then every 10 ms frame of speech given the
+//! Who spoke when: speech regions cut into overlapping windows, embedded a few regions at a time
+//! ([`SpeakerEmbedder::embed_windows`]: CAM++ pools every window from one pass over each stretch
+//! of a region), clustered into speakers ([`crate::cluster`]), then every 10 ms frame of speech given the
 //! speaker whose centroid the windows covering it resemble most (weighted towards each window's
 //! centre), smoothed, so turn changes fall between window centres rather than on window edges.
 //! Frames where a second speaker scores almost as high as the first are marked as overlap.
@@ -364,8 +365,10 @@ impl<'e> Diarizer<'e> {
     /// Clusters the windows and re-segments every region.
     pub fn finish(mut self) -> Result<Diarization, DiarizeError> {
         self.flush()?;
+        let started = std::time::Instant::now();
         let refs: Vec<&[f32]> = self.vectors.iter().map(|v| v.as_slice()).collect();
         let clusters = cluster(&refs, &self.cfg.cluster)?;
+        let clustered = started.elapsed();
         let k = clusters.centroids.len();
         // Similarity of every window to every centroid.
         let sims: Vec<Vec<f32>> = self
@@ -433,6 +436,8 @@ impl<'e> Diarizer<'e> {
             windows = self.windows.len(),
             turns = turns.len(),
             overlaps = overlaps.len(),
+            cluster_seconds = clustered.as_secs_f64(),
+            resegment_seconds = (started.elapsed() - clustered).as_secs_f64(),
             "diarized"
         );
         let mut centroids = vec![Vec::new(); next];
