@@ -223,17 +223,15 @@ impl<'e> Diarizer<'e> {
             end: start + len,
             windows: first..self.windows.len(),
         });
-        if !layout.is_empty() {
-            // The region's span of windows is embedded in one pass with the next few regions.
-            let (a, b) = (layout[0].0, layout[layout.len() - 1].1);
-            let layout = layout
-                .into_iter()
-                .map(|(s, e)| (s - a, e - a))
-                .collect::<Vec<_>>();
-            self.pending_windows += layout.len();
+        // The region's windows wait (with their span of audio) to be embedded with the next
+        // few regions'; a long region goes in parts of at most `batch` windows, so what waits
+        // stays bounded however long the region.
+        for part in layout.chunks(self.batch) {
+            let (a, b) = (part[0].0, part[part.len() - 1].1);
+            self.pending_windows += part.len();
             self.pending.push(PendingRegion {
                 audio: audio[a..b].to_vec(),
-                windows: layout,
+                windows: part.iter().map(|&(s, e)| (s - a, e - a)).collect(),
             });
             if self.pending_windows >= self.batch {
                 self.flush()?;
@@ -656,6 +654,54 @@ mod tests {
         assert!(
             (r[0].0 - 0.10).abs() < 1e-9 && (r[0].1 - 0.50).abs() < 1e-9,
             "{r:?}"
+        );
+    }
+
+    /// Records what it is given; every vector is the same.
+    struct Recorder {
+        calls: Vec<(usize, usize)>,
+    }
+
+    impl SpeakerEmbedder for Recorder {
+        fn dim(&self) -> usize {
+            2
+        }
+
+        fn embed_batch(&mut self, windows: &[&[f32]]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+            Ok(vec![vec![1.0, 0.0]; windows.len()])
+        }
+
+        fn embed_windows(
+            &mut self,
+            regions: &[RegionWindows<'_>],
+        ) -> Result<Vec<Vec<f32>>, DiarizeError> {
+            let windows: usize = regions.iter().map(|r| r.1.len()).sum();
+            let samples: usize = regions.iter().map(|r| r.0.len()).sum();
+            self.calls.push((windows, samples));
+            for (audio, w) in regions {
+                assert!(w.iter().all(|&(a, b)| a < b && b <= audio.len()));
+            }
+            Ok(vec![vec![1.0, 0.0]; windows])
+        }
+    }
+
+    #[test]
+    fn a_long_region_waits_in_bounded_parts() {
+        let mut e = Recorder { calls: Vec::new() };
+        let mut d = Diarizer::new(&mut e, DiarizeConfig::default()).unwrap();
+        // 10 minutes of one region, then a short one.
+        d.push(0.0, &vec![0.1f32; 600 * RATE]).unwrap();
+        d.push(700.0, &vec![0.1f32; RATE]).unwrap();
+        let out = d.finish().unwrap();
+        assert_eq!(out.speakers, 1);
+        let windows = out.windows;
+        assert!(windows > 790, "{windows}");
+        assert_eq!(e.calls.iter().map(|c| c.0).sum::<usize>(), windows);
+        // At most 64 windows (about 49 s of audio) per call.
+        assert!(
+            e.calls.iter().all(|&(w, s)| w <= 64 && s <= 50 * RATE),
+            "{:?}",
+            e.calls
         );
     }
 
