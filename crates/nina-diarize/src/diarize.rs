@@ -43,7 +43,7 @@ impl Default for DiarizeConfig {
     fn default() -> Self {
         Self {
             window: 1.5,
-            step: 0.75,
+            step: 0.5,
             min_region: 0.3,
             min_turn: 0.3,
             overlap_margin: Some(0.03),
@@ -697,7 +697,7 @@ mod tests {
         let windows = out.windows;
         assert!(windows > 790, "{windows}");
         assert_eq!(e.calls.iter().map(|c| c.0).sum::<usize>(), windows);
-        // At most 64 windows (about 49 s of audio) per call.
+        // At most 64 windows (33 s of audio at 0.5 s steps) per call.
         assert!(
             e.calls.iter().all(|&(w, s)| w <= 64 && s <= 50 * RATE),
             "{:?}",
