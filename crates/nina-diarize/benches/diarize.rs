@@ -1,20 +1,26 @@
 //! `cargo bench -p nina-diarize --bench diarize`: diarization error rate (collars 0 and 0.25 s)
 //! on the pyannote sample and on conversations synthesized from the test voices, and speed
-//! (embedding + clustering, x real time) and peak memory on a 30-minute one. Speech regions
+//! (embedding + clustering, x real time by the wall clock and per CPU second of the process,
+//! which a shared machine does not skew) and peak memory on a 30-minute one. Speech regions
 //! come from Silero VAD. Needs `scripts/setup.sh`.
 //!
 //! Environment: `NINA_DIARIZE_THRESHOLD`, `NINA_DIARIZE_WINDOW`, `NINA_DIARIZE_STEP`,
 //! `NINA_DIARIZE_OVERLAP_MARGIN` (`none` to switch overlap detection off) override the
 //! defaults, for calibration; `NINA_BENCH_LONG` (minutes, default 30; 0 skips the long set);
-//! `NINA_BENCH_THREADS` (default 2).
+//! `NINA_BENCH_THREADS` (default 2); `NINA_EMBED_REGION_FRAMES` (longest stretch of a region
+//! embedded in one pass, feature frames; 1 embeds every window on its own, as before),
+//! `NINA_EMBED_PARALLEL` (`0`: one session with the threads intra-op instead of one
+//! single-threaded session per thread).
 
 use std::time::Instant;
 
-use nina_diarize::{Diarization, DiarizeConfig, OnnxEmbedder, output, regions_from_probabilities};
+use nina_diarize::{
+    Diarization, DiarizeConfig, EmbedderConfig, OnnxEmbedder, output, regions_from_probabilities,
+};
 use nina_eval::conversation::{Spec, synthesize, test_voices};
 use nina_eval::testdata::{self, Turn};
 use nina_eval::{der::der, memory};
-use nina_models::ModelDir;
+use nina_models::{ModelDir, catalog};
 use nina_segment::vad::{FRAME, SileroVad, probabilities};
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -40,6 +46,21 @@ fn config() -> DiarizeConfig {
     c
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far: `/proc/self/stat`,
+/// in ticks of 1/100 s (NaN where it cannot be read).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the state.
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some((t(11)? + t(12)?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn turns_of(d: &Diarization, overlaps: bool) -> Vec<Turn> {
     let text = output::rttm("x", d, overlaps);
     nina_eval::rttm::parse(&text).unwrap_or_else(|e| panic!("{e}"))
@@ -54,6 +75,7 @@ struct Row {
     der25: f64,
     der25_ov: f64,
     rt: f64,
+    rt_cpu: f64,
     mib: f64,
 }
 
@@ -69,9 +91,10 @@ fn run(
     let regions = regions_from_probabilities(&p, FRAME as f64 / 16_000.0, 0.5, 0.1, 0.1, 0.05);
     memory::reset_peak();
     let base = memory::peak_rss_mib();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let d = nina_diarize::diarize(embedder, audio, &regions, cfg).unwrap_or_else(|e| panic!("{e}"));
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
     let mib = memory::peak_rss_mib() - base;
     let hyp = turns_of(&d, false);
     let hyp_ov = turns_of(&d, true);
@@ -99,6 +122,7 @@ fn run(
         der25: der(reference, &hyp, 0.25).der,
         der25_ov: der(reference, &hyp_ov, 0.25).der,
         rt: audio.len() as f64 / 16_000.0 / secs,
+        rt_cpu: audio.len() as f64 / 16_000.0 / cpu,
         mib,
     }
 }
@@ -116,8 +140,19 @@ fn main() {
     let threads = env("NINA_BENCH_THREADS").unwrap_or(2);
     let long_minutes: f64 = env("NINA_BENCH_LONG").unwrap_or(30.0);
     let models = ModelDir::new(testdata::models_dir());
-    let mut embedder =
-        OnnxEmbedder::from_models(&models, threads).unwrap_or_else(|e| panic!("{e}"));
+    let mut ec = EmbedderConfig::campplus();
+    if let Some(f) = env("NINA_EMBED_REGION_FRAMES") {
+        ec.region_frames = f;
+    }
+    if let Some(p) = env::<u8>("NINA_EMBED_PARALLEL") {
+        ec.parallel_sessions = p != 0;
+    }
+    eprintln!(
+        "region stretches of at most {} frames, parallel sessions {}",
+        ec.region_frames, ec.parallel_sessions
+    );
+    let mut embedder = OnnxEmbedder::from_spec(&models, &catalog::CAMPPLUS, ec, threads)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut vad = SileroVad::from_models(&models).unwrap_or_else(|e| panic!("{e}"));
     let cfg = config();
     eprintln!(
@@ -201,12 +236,12 @@ fn main() {
         ));
     }
     println!(
-        "| set | seconds | speakers (ref / found) | DER collar 0 | DER collar 0.25 | DER 0.25 with overlaps marked | x real time (embed + cluster) | peak extra MiB |"
+        "| set | seconds | speakers (ref / found) | DER collar 0 | DER collar 0.25 | DER 0.25 with overlaps marked | x real time (embed + cluster) | x real time per CPU second | peak extra MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {} / {} | {:.1} % | {:.1} % | {:.1} % | {:.0} | {:.0} |",
+            "| {} | {:.0} | {} / {} | {:.1} % | {:.1} % | {:.1} % | {:.0} | {:.0} | {:.0} |",
             r.name,
             r.seconds,
             r.reference_speakers,
@@ -215,6 +250,7 @@ fn main() {
             100.0 * r.der25,
             100.0 * r.der25_ov,
             r.rt,
+            r.rt_cpu,
             r.mib
         );
     }

@@ -8,10 +8,11 @@
 //! voice played 10 % slower and 10 % faster (pitch and formants move with the speed: a
 //! different-sounding speaker with the same prosody, the hardest impostor we can make here).
 //! Each speaker's speech is split in two: the first half enrols the print (the mean of its
-//! 1.5 s windows every 0.75 s, what a clean stream enrols), the rest is cut into pieces of
+//! diarization windows, pooled as diarization pools them: what a clean stream enrols), the rest
+//! is cut into pieces of
 //! 2 s and of 5 s (the test voices have 4 to 14 s each to test), whose window means stand for diarized speakers.
 
-use nina_diarize::{OnnxEmbedder, SpeakerEmbedder, cosine};
+use nina_diarize::{DiarizeConfig, OnnxEmbedder, SpeakerEmbedder, cosine};
 use nina_eval::conversation::test_voices;
 use nina_eval::testdata;
 use nina_models::ModelDir;
@@ -35,19 +36,23 @@ fn speed(x: &[f32], speed: f64) -> Vec<f32> {
         .collect()
 }
 
-/// The unit mean of the 1.5 s windows every 0.75 s of `audio`.
+/// The unit mean of the diarization windows of `audio` (one speech region), embedded as
+/// diarization embeds them ([`SpeakerEmbedder::embed_windows`]): what a speaker's centroid is.
 fn centroid(e: &mut OnnxEmbedder, audio: &[f32]) -> Vec<f32> {
-    let (w, s) = ((1.5 * RATE) as usize, (0.75 * RATE) as usize);
-    let mut windows: Vec<&[f32]> = Vec::new();
+    let cfg = DiarizeConfig::default();
+    let (w, s) = ((cfg.window * RATE) as usize, (cfg.step * RATE) as usize);
+    let mut windows = Vec::new();
     let mut a = 0;
     while a + w <= audio.len() {
-        windows.push(&audio[a..a + w]);
+        windows.push((a, a + w));
         a += s;
     }
     if windows.is_empty() {
-        windows.push(audio);
+        windows.push((0, audio.len()));
     }
-    let v = e.embed_batch(&windows).unwrap_or_else(|e| panic!("{e}"));
+    let v = e
+        .embed_windows(&[(audio, &windows)])
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut m = vec![0.0f32; v[0].len()];
     for x in &v {
         m.iter_mut().zip(x).for_each(|(a, b)| *a += b);

@@ -36,7 +36,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            threshold: 0.55,
+            threshold: 0.62,
             speakers: None,
             min_speakers: 1,
             max_speakers: 20,

@@ -1,5 +1,6 @@
-//! Who spoke when: speech regions cut into overlapping windows, windows embedded in batches,
-//! clustered into speakers ([`crate::cluster`]), then every 10 ms frame of speech given the
+//! Who spoke when: speech regions cut into overlapping windows, embedded a few regions at a time
+//! ([`SpeakerEmbedder::embed_windows`]: CAM++ pools every window from one pass over each stretch
+//! of a region), clustered into speakers ([`crate::cluster`]), then every 10 ms frame of speech given the
 //! speaker whose centroid the windows covering it resemble most (weighted towards each window's
 //! centre), smoothed, so turn changes fall between window centres rather than on window edges.
 //! Frames where a second speaker scores almost as high as the first are marked as overlap.
@@ -9,7 +10,7 @@
 //! [`Diarizer::finish`], so a long file never has to be held in memory.
 
 use crate::cluster::{ClusterConfig, cluster};
-use crate::{DiarizeError, SpeakerEmbedder};
+use crate::{DiarizeError, RegionWindows, SpeakerEmbedder};
 
 /// Sample rate of the audio given.
 pub const RATE: usize = 16_000;
@@ -42,7 +43,7 @@ impl Default for DiarizeConfig {
     fn default() -> Self {
         Self {
             window: 1.5,
-            step: 0.75,
+            step: 0.5,
             min_region: 0.3,
             min_turn: 0.3,
             overlap_margin: Some(0.03),
@@ -143,6 +144,14 @@ struct Region {
     windows: std::ops::Range<usize>,
 }
 
+/// A region's span of windows waiting to be embedded.
+#[derive(Debug)]
+struct PendingRegion {
+    audio: Vec<f32>,
+    /// Sample ranges of `audio`.
+    windows: Vec<(usize, usize)>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: f64,
@@ -156,7 +165,10 @@ pub struct Diarizer<'e> {
     regions: Vec<Region>,
     windows: Vec<Window>,
     vectors: Vec<Vec<f32>>,
-    pending: Vec<Vec<f32>>,
+    /// Regions waiting to be embedded: audio and window sample ranges.
+    pending: Vec<PendingRegion>,
+    /// Windows in `pending`.
+    pending_windows: usize,
     batch: usize,
 }
 
@@ -183,6 +195,7 @@ impl<'e> Diarizer<'e> {
             windows: Vec::new(),
             vectors: Vec::new(),
             pending: Vec::new(),
+            pending_windows: 0,
             batch: 64,
         })
     }
@@ -198,21 +211,32 @@ impl<'e> Diarizer<'e> {
         }
         let len = audio.len() as f64 / RATE as f64;
         let first = self.windows.len();
-        for (a, b) in self.layout(audio.len()) {
+        let layout = self.layout(audio.len());
+        for &(a, b) in &layout {
             self.windows.push(Window {
                 start: start + a as f64 / RATE as f64,
                 end: start + b as f64 / RATE as f64,
             });
-            self.pending.push(audio[a..b].to_vec());
-            if self.pending.len() >= self.batch {
-                self.flush()?;
-            }
         }
         self.regions.push(Region {
             start,
             end: start + len,
             windows: first..self.windows.len(),
         });
+        // The region's windows wait (with their span of audio) to be embedded with the next
+        // few regions'; a long region goes in parts of at most `batch` windows, so what waits
+        // stays bounded however long the region.
+        for part in layout.chunks(self.batch) {
+            let (a, b) = (part[0].0, part[part.len() - 1].1);
+            self.pending_windows += part.len();
+            self.pending.push(PendingRegion {
+                audio: audio[a..b].to_vec(),
+                windows: part.iter().map(|&(s, e)| (s - a, e - a)).collect(),
+            });
+            if self.pending_windows >= self.batch {
+                self.flush()?;
+            }
+        }
         Ok(())
     }
 
@@ -223,7 +247,7 @@ impl<'e> Diarizer<'e> {
         regions: &[(f64, &[f32])],
     ) -> Result<Vec<EmbeddedRegion>, DiarizeError> {
         let mut out = Vec::with_capacity(regions.len());
-        let mut audio: Vec<&[f32]> = Vec::new();
+        let mut layouts = Vec::with_capacity(regions.len());
         for &(start, a) in regions {
             if !start.is_finite() || start < 0.0 {
                 return Err(DiarizeError::Audio(format!("region start {start} s")));
@@ -231,22 +255,27 @@ impl<'e> Diarizer<'e> {
             if a.iter().any(|x| !x.is_finite()) {
                 return Err(DiarizeError::Audio("samples that are not finite".into()));
             }
-            let mut windows = Vec::new();
-            for (s, e) in self.layout(a.len()) {
-                windows.push((
-                    start + s as f64 / RATE as f64,
-                    start + e as f64 / RATE as f64,
-                    Vec::new(),
-                ));
-                audio.push(&a[s..e]);
-            }
+            let layout = self.layout(a.len());
+            let windows = layout
+                .iter()
+                .map(|&(s, e)| {
+                    (
+                        start + s as f64 / RATE as f64,
+                        start + e as f64 / RATE as f64,
+                        Vec::new(),
+                    )
+                })
+                .collect();
+            layouts.push((a, layout));
             out.push(EmbeddedRegion {
                 start,
                 end: start + a.len() as f64 / RATE as f64,
                 windows,
             });
         }
-        let mut vectors = self.embedder.embed_batch(&audio)?.into_iter();
+        let refs: Vec<RegionWindows<'_>> =
+            layouts.iter().map(|(a, l)| (*a, l.as_slice())).collect();
+        let mut vectors = self.embedder.embed_windows(&refs)?.into_iter();
         for r in &mut out {
             for w in &mut r.windows {
                 w.2 = vectors.next().ok_or_else(|| {
@@ -314,18 +343,30 @@ impl<'e> Diarizer<'e> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let refs: Vec<&[f32]> = self.pending.iter().map(|p| p.as_slice()).collect();
-        let v = self.embedder.embed_batch(&refs)?;
+        let refs: Vec<RegionWindows<'_>> = self
+            .pending
+            .iter()
+            .map(|p| (p.audio.as_slice(), p.windows.as_slice()))
+            .collect();
+        let v = self.embedder.embed_windows(&refs)?;
+        if v.len() != self.pending_windows {
+            return Err(DiarizeError::Config(
+                "the embedder returned a wrong number of vectors".into(),
+            ));
+        }
         self.vectors.extend(v);
         self.pending.clear();
+        self.pending_windows = 0;
         Ok(())
     }
 
     /// Clusters the windows and re-segments every region.
     pub fn finish(mut self) -> Result<Diarization, DiarizeError> {
         self.flush()?;
+        let started = std::time::Instant::now();
         let refs: Vec<&[f32]> = self.vectors.iter().map(|v| v.as_slice()).collect();
         let clusters = cluster(&refs, &self.cfg.cluster)?;
+        let clustered = started.elapsed();
         let k = clusters.centroids.len();
         // Similarity of every window to every centroid.
         let sims: Vec<Vec<f32>> = self
@@ -393,6 +434,8 @@ impl<'e> Diarizer<'e> {
             windows = self.windows.len(),
             turns = turns.len(),
             overlaps = overlaps.len(),
+            cluster_seconds = clustered.as_secs_f64(),
+            resegment_seconds = (started.elapsed() - clustered).as_secs_f64(),
             "diarized"
         );
         let mut centroids = vec![Vec::new(); next];
@@ -611,6 +654,54 @@ mod tests {
         assert!(
             (r[0].0 - 0.10).abs() < 1e-9 && (r[0].1 - 0.50).abs() < 1e-9,
             "{r:?}"
+        );
+    }
+
+    /// Records what it is given; every vector is the same.
+    struct Recorder {
+        calls: Vec<(usize, usize)>,
+    }
+
+    impl SpeakerEmbedder for Recorder {
+        fn dim(&self) -> usize {
+            2
+        }
+
+        fn embed_batch(&mut self, windows: &[&[f32]]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+            Ok(vec![vec![1.0, 0.0]; windows.len()])
+        }
+
+        fn embed_windows(
+            &mut self,
+            regions: &[RegionWindows<'_>],
+        ) -> Result<Vec<Vec<f32>>, DiarizeError> {
+            let windows: usize = regions.iter().map(|r| r.1.len()).sum();
+            let samples: usize = regions.iter().map(|r| r.0.len()).sum();
+            self.calls.push((windows, samples));
+            for (audio, w) in regions {
+                assert!(w.iter().all(|&(a, b)| a < b && b <= audio.len()));
+            }
+            Ok(vec![vec![1.0, 0.0]; windows])
+        }
+    }
+
+    #[test]
+    fn a_long_region_waits_in_bounded_parts() {
+        let mut e = Recorder { calls: Vec::new() };
+        let mut d = Diarizer::new(&mut e, DiarizeConfig::default()).unwrap();
+        // 10 minutes of one region, then a short one.
+        d.push(0.0, &vec![0.1f32; 600 * RATE]).unwrap();
+        d.push(700.0, &vec![0.1f32; RATE]).unwrap();
+        let out = d.finish().unwrap();
+        assert_eq!(out.speakers, 1);
+        let windows = out.windows;
+        assert!(windows > 790, "{windows}");
+        assert_eq!(e.calls.iter().map(|c| c.0).sum::<usize>(), windows);
+        // At most 64 windows (33 s of audio at 0.5 s steps) per call.
+        assert!(
+            e.calls.iter().all(|&(w, s)| w <= 64 && s <= 50 * RATE),
+            "{:?}",
+            e.calls
         );
     }
 

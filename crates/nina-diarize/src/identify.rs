@@ -9,10 +9,11 @@
 use crate::embed::cosine;
 
 /// Cosine similarity a speaker's centroid must reach to a CAM++ voiceprint to take its name.
-/// Measured on 20 speakers (the test voices, their 10 % speed variants and the pyannote call):
-/// no different voice reached it with 2 s of speech (0 of 977 pairs) and 2 of 342 did with 5 s
-/// (false-accept rate 0.58 %); a speaker's own print scored at least 0.863 with 5 s (no false
-/// reject) and under it for 7 of 57 pieces of 2 s (unknown rather than misnamed).
+/// Measured on 20 speakers (the test voices, their 10 % speed variants and the pyannote call),
+/// with windows pooled as diarization pools them: no different voice reached it with 2 s of
+/// speech (0 of 977 pairs) and 1 of 342 did with 5 s (false-accept rate 0.29 %); a speaker's
+/// own print scored at least 0.864 with 5 s (no false reject) and under it for 8 of 57 pieces of
+/// 2 s (unknown rather than misnamed).
 pub const IDENTIFY_THRESHOLD: f32 = 0.75;
 
 /// A speaker named after a print.

@@ -34,8 +34,8 @@ pub use diarize::{
     regions_from_probabilities,
 };
 pub use embed::{
-    CAMPPLUS_DIM, DVECTOR_DIM, EmbedderConfig, FrontEnd, Layout, OnnxEmbedder, SpeakerEmbedder,
-    Windowing, cosine,
+    CAMPPLUS_DIM, DVECTOR_DIM, EmbedderConfig, FrontEnd, Layout, OnnxEmbedder, RegionWindows,
+    SpeakerEmbedder, Windowing, cosine,
 };
 pub use fbank::{FbankConfig, Features, KaldiFbank};
 pub use identify::{IDENTIFY_THRESHOLD, Match, identify};

