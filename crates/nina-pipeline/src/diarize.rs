@@ -342,25 +342,8 @@ impl Pipeline {
                 }
             }
             let result = d.finish()?;
-            let secs = speaker_seconds(&result);
-            let Some(dom) = dominant(&secs, ENROL_SHARE) else {
-                tracing::debug!(user, "stream holds several voices: not enrolled");
-                continue;
-            };
-            if secs[dom] < ENROL_MIN_SECONDS {
-                continue;
-            }
-            match voices.prints.enrol_from(
-                user,
-                &model,
-                &result.centroids[dom],
-                secs[dom],
-                now,
-                &session.id,
-            ) {
-                Ok(true) => enrolled.push(user),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(user, "voiceprint not enrolled: {e}"),
+            if enrol_stream(voices.prints, user, &result, &model, &session.id, now) {
+                enrolled.push(user);
             }
         }
         if !enrolled.is_empty() {
@@ -410,28 +393,11 @@ fn name_speakers(
         let now = unix_ms();
         for (user, d) in results {
             // User 0 is a file's one stream: no Discord user owns it.
-            if *user == 0 || v.opted_out.contains(user) {
-                continue;
-            }
-            let secs = speaker_seconds(d);
-            let Some(dom) = dominant(&secs, ENROL_SHARE) else {
-                tracing::debug!(user, "stream holds several voices: not enrolled");
-                continue;
-            };
-            if secs[dom] < ENROL_MIN_SECONDS {
-                continue;
-            }
-            match v.prints.enrol_from(
-                *user,
-                &model,
-                &d.centroids[dom],
-                secs[dom],
-                now,
-                &session.id,
-            ) {
-                Ok(true) => enrolled += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(user, "voiceprint not enrolled: {e}"),
+            if *user != 0
+                && !v.opted_out.contains(user)
+                && enrol_stream(v.prints, *user, d, &model, &session.id, now)
+            {
+                enrolled += 1;
             }
         }
         if enrolled > 0 {
@@ -462,6 +428,34 @@ fn name_speakers(
         })
         .collect();
     Ok((names, enrolled))
+}
+
+/// Enrols `user` from the diarization `d` of their own stream when it is one clean voice (one
+/// speaker with [`ENROL_SHARE`] of the speech, at least [`ENROL_MIN_SECONDS`]) and `source`
+/// (a session id) is not enrolled yet; returns whether it was.
+fn enrol_stream(
+    prints: &mut VoicePrints,
+    user: u64,
+    d: &nina_diarize::Diarization,
+    model: &str,
+    source: &str,
+    now: i64,
+) -> bool {
+    let secs = speaker_seconds(d);
+    let Some(dom) = dominant(&secs, ENROL_SHARE) else {
+        tracing::debug!(user, "stream holds several voices: not enrolled");
+        return false;
+    };
+    if secs[dom] < ENROL_MIN_SECONDS {
+        return false;
+    }
+    match prints.enrol_from(user, model, &d.centroids[dom], secs[dom], now, source) {
+        Ok(enrolled) => enrolled,
+        Err(e) => {
+            tracing::warn!(user, "voiceprint not enrolled: {e}");
+            false
+        }
+    }
 }
 
 /// Seconds of speech of each speaker of `d`.
