@@ -17,7 +17,7 @@
 //! cosine, number of speakers given or found by a calibrated threshold, at most
 //! [`ClusterConfig::max_joint`] windows jointly) and re-segments at 10 ms so turn changes are
 //! sharp; overlapped speech is detected and marked. [`output`] writes RTTM and gives the speaker
-//! of a transcript segment or word. [`identify`] names a diarized speaker after the nearest
+//! of a transcript segment or word. [`identify()`] names a diarized speaker after the nearest
 //! enrolled voiceprint when it is close enough.
 
 pub mod cluster;
