@@ -126,6 +126,25 @@ if [ ! -f testdata/flite/done ]; then
   touch testdata/flite/done
 fi
 
+# Short replies of the same voices (flite): genuine short utterances the transcription guards
+# must keep.
+if [ ! -f testdata/replies/done ]; then
+  say "test speech: short replies (flite slt, rms, awb, kal16)"
+  mkdir -p testdata/replies
+  replies=("Yes." "No." "Okay." "Bye bye." "Thank you.")
+  : > "$cache/replies.txt"
+  for voice in slt rms awb kal16; do
+    for i in "${!replies[@]}"; do
+      flite -voice "$voice" -t "${replies[$i]}" -o "$cache/reply.wav"
+      sox -q "$cache/reply.wav" -r 16000 -c 1 -b 16 "testdata/replies/$voice-$i.wav"
+      printf '%s\t%s\n' "$voice-$i" "${replies[$i]}" >> "$cache/replies.txt"
+    done
+  done
+  mv "$cache/replies.txt" testdata/replies/transcription.tsv
+  rm -f "$cache/reply.wav"
+  touch testdata/replies/done
+fi
+
 # The LibriVox clips laid end to end (1 s of silence between), re-encoded as 44.1 kHz stereo
 # FLAC, Ogg/Vorbis and MP3, and as 48 kHz stereo float WAV: decoder and resampler tests.
 if [ ! -f testdata/formats/done ]; then

@@ -207,7 +207,7 @@ fn clean_streams_enrol_and_a_shared_stream_is_named_after_them() {
                 text: t.speaker.clone(),
                 avg_logprob: -0.1,
                 no_speech_prob: 0.0,
-                words: vec![],
+                ..Default::default()
             },
         })
         .collect();

@@ -101,7 +101,17 @@ pub fn cards() -> Result<Vec<Clip>> {
 
 /// Synthesized sentences of one flite voice (`slt`, `rms`, `awb`, `kal16`).
 pub fn flite(voice: &str) -> Result<Vec<Clip>> {
-    let t = require("flite/transcription.tsv")?;
+    tsv_clips("flite", voice)
+}
+
+/// Short replies ("Yes.", "No.", "Okay.", "Bye bye.", "Thank you.") of one flite voice.
+pub fn replies(voice: &str) -> Result<Vec<Clip>> {
+    tsv_clips("replies", voice)
+}
+
+/// The clips of `voice` listed in `<dir>/transcription.tsv` (`<voice>-<n>\t<text>` lines).
+fn tsv_clips(dir: &str, voice: &str) -> Result<Vec<Clip>> {
+    let t = require(&format!("{dir}/transcription.tsv"))?;
     let text =
         std::fs::read_to_string(&t).map_err(|e| TestDataError(format!("{}: {e}", t.display())))?;
     text.lines()
@@ -110,7 +120,7 @@ pub fn flite(voice: &str) -> Result<Vec<Clip>> {
         .map(|(id, words)| {
             Ok(Clip {
                 id: id.to_string(),
-                path: require(&format!("flite/{id}.wav"))?,
+                path: require(&format!("{dir}/{id}.wav"))?,
                 text: words.to_string(),
             })
         })

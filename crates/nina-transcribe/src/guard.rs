@@ -37,8 +37,41 @@ pub enum DropReason {
         /// Mean log-probability of the text.
         avg_logprob: f32,
     },
-    /// The segment repeats one just before it (a loop across segments).
+    /// The segment repeats one just before it (a loop across segments): the earlier one is
+    /// kept.
     RepeatedSegment,
+    /// Every word of the segment is timed at or past the end of the audio.
+    PastEnd,
+}
+
+impl DropReason {
+    /// The reason's name, as in JSON (`repetition`, `low_confidence`...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Silence { .. } => "silence",
+            Self::NoSpeech { .. } => "no_speech",
+            Self::Repetition { .. } => "repetition",
+            Self::Boilerplate { .. } => "boilerplate",
+            Self::NonSpeechMarker => "non_speech_marker",
+            Self::LowConfidence { .. } => "low_confidence",
+            Self::RepeatedSegment => "repeated_segment",
+            Self::PastEnd => "past_end",
+        }
+    }
+
+    /// Whether another decode may fix it (a loop, an unsure or misplaced text), rather than it
+    /// being evidence that there is no speech (silence, Whisper's no-speech verdict, a
+    /// non-speech annotation).
+    pub fn retry_may_fix(&self) -> bool {
+        matches!(
+            self,
+            Self::Repetition { .. }
+                | Self::RepeatedSegment
+                | Self::LowConfidence { .. }
+                | Self::Boilerplate { .. }
+                | Self::PastEnd
+        )
+    }
 }
 
 /// Thresholds of the guards.
@@ -186,9 +219,13 @@ impl GuardConfig {
                 repeated_ngram_share: share,
             });
         }
+        // Boilerplate is hallucinated on silence and noise, where the decoder is unsure; said
+        // with confidence it is speech, however short ("bye bye").
         let unsure = segment.no_speech_prob > self.no_speech_threshold / 2.0
-            || segment.avg_logprob < self.logprob_threshold;
-        if audio_seconds <= self.short_input_seconds || unsure {
+            || segment.avg_logprob < self.logprob_threshold
+            || (audio_seconds <= self.short_input_seconds
+                && segment.avg_logprob < self.logprob_threshold / 2.0);
+        if unsure {
             let joined = words(&segment.text).join(" ");
             if let Some(p) = BOILERPLATE.iter().find(|p| joined.contains(*p)) {
                 return Some(DropReason::Boilerplate {
@@ -198,6 +235,85 @@ impl GuardConfig {
         }
         None
     }
+}
+
+/// A token of a segment's text: its normalised form and where it came from.
+struct Token {
+    norm: String,
+    /// Index into the segment's words, or the whitespace piece of its text.
+    piece: usize,
+}
+
+/// `segment` with a decoding loop cut: the first occurrence of a run of words repeated back to
+/// back is kept, its repeats (and a partial repeat at the end) dropped, with the words and
+/// text they came from. `None` when there is no back-to-back repeat.
+pub(crate) fn deloop(segment: &Segment) -> Option<Segment> {
+    let pieces: Vec<String> = if segment.words.is_empty() {
+        segment
+            .text
+            .split_inclusive(char::is_whitespace)
+            .map(str::to_string)
+            .collect()
+    } else {
+        segment.words.iter().map(|w| w.text.clone()).collect()
+    };
+    let tokens: Vec<Token> = pieces
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            words(p)
+                .into_iter()
+                .map(move |norm| Token { norm, piece: i })
+        })
+        .collect();
+    let n = tokens.len();
+    let same = |a: usize, b: usize| tokens[a].norm == tokens[b].norm;
+    // The earliest start `i` and shortest unit `p` repeated back to back.
+    let (i, p) = (0..n).find_map(|i| {
+        (1..=(n - i) / 2).find_map(|p| (0..p).all(|k| same(i + k, i + p + k)).then_some((i, p)))
+    })?;
+    // Whole repeats, then a partial one (the decoder stopped mid-repeat).
+    let mut j = i + p;
+    while j + p <= n && (0..p).all(|k| same(i + k, j + k)) {
+        j += p;
+    }
+    let partial = (0..p.min(n - j))
+        .take_while(|&k| same(i + k, j + k))
+        .count();
+    if j + partial == n {
+        j = n;
+    }
+    // Keep the pieces of tokens before `i + p` and from `j` on.
+    let keep_until = tokens[i + p - 1].piece;
+    let resume = tokens.get(j).map(|t| t.piece);
+    let kept = |piece: usize| piece <= keep_until || resume.is_some_and(|r| piece >= r);
+    let mut out = segment.clone();
+    if segment.words.is_empty() {
+        out.text = pieces
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| kept(*k))
+            .map(|(_, p)| p.as_str())
+            .collect::<String>()
+            .trim_end()
+            .to_string();
+        if segment.text.starts_with(' ') && !out.text.starts_with(' ') {
+            out.text.insert(0, ' ');
+        }
+    } else {
+        out.words = segment
+            .words
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| kept(*k))
+            .map(|(_, w)| w.clone())
+            .collect();
+        out.text = out.words.iter().map(|w| w.text.as_str()).collect();
+        if let Some(last) = out.words.last() {
+            out.end = out.end.min(last.end.max(out.start));
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -211,8 +327,75 @@ mod tests {
             text: text.into(),
             avg_logprob,
             no_speech_prob,
-            words: vec![],
+            ..Segment::default()
         }
+    }
+
+    fn timed(words: &[&str]) -> Segment {
+        let words: Vec<crate::Word> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| crate::Word {
+                start: i as f64 * 0.5,
+                end: i as f64 * 0.5 + 0.4,
+                text: (*w).to_string(),
+                probability: 0.9,
+            })
+            .collect();
+        Segment {
+            start: 0.0,
+            end: words.len() as f64 * 0.5,
+            text: words.iter().map(|w| w.text.as_str()).collect(),
+            words,
+            ..Segment::default()
+        }
+    }
+
+    #[test]
+    fn a_loop_keeps_its_first_occurrence() {
+        // The reported case: a short phrase decoded three times over.
+        let s = deloop(&seg(
+            " Let me see the cards. Let me see the cards. Let me see the cards.",
+            0.0,
+            -0.2,
+        ))
+        .unwrap();
+        assert_eq!(s.text, " Let me see the cards.");
+        // With words: times follow the kept words; a partial repeat at the end goes too, and
+        // text after the loop stays.
+        let s = deloop(&timed(&[
+            " I", " said", " yes.", " I", " said", " yes.", " I", " said",
+        ]))
+        .unwrap();
+        assert_eq!(s.text, " I said yes.");
+        assert_eq!(s.words.len(), 3);
+        assert!((s.end - 1.4).abs() < 1e-9, "{}", s.end);
+        let s = deloop(&timed(&[" go", " go", " go", " now"])).unwrap();
+        assert_eq!(s.text, " go now");
+        // Words said twice apart are not a loop; nothing to cut without a back-to-back repeat.
+        assert_eq!(deloop(&seg(" the cat saw the dog", 0.0, -0.2)), None);
+        assert_eq!(deloop(&seg("", 0.0, -0.2)), None);
+    }
+
+    #[test]
+    fn only_repairable_reasons_are_retried() {
+        assert!(
+            DropReason::Repetition {
+                repeated_ngram_share: 0.9
+            }
+            .retry_may_fix()
+        );
+        assert!(DropReason::PastEnd.retry_may_fix());
+        assert!(!DropReason::NonSpeechMarker.retry_may_fix());
+        assert!(!DropReason::Silence { rms_dbfs: -90.0 }.retry_may_fix());
+        assert!(
+            !DropReason::NoSpeech {
+                no_speech_prob: 0.9,
+                avg_logprob: -2.0
+            }
+            .retry_may_fix()
+        );
+        assert_eq!(DropReason::RepeatedSegment.name(), "repeated_segment");
     }
 
     #[test]
@@ -243,12 +426,14 @@ mod tests {
     }
 
     #[test]
-    fn boilerplate_on_short_or_unsure_input() {
+    fn boilerplate_on_unsure_input() {
         let g = GuardConfig::default();
         assert!(matches!(
-            g.check(&seg(" Thank you for watching!", 0.1, -0.4), 1.0),
+            g.check(&seg(" Thank you for watching!", 0.1, -0.6), 1.0),
             Some(DropReason::Boilerplate { .. })
         ));
+        // A short reply said with confidence is speech.
+        assert_eq!(g.check(&seg(" Bye bye.", 0.05, -0.2), 1.0), None);
         assert!(matches!(
             g.check(&seg(" Thanks for watching.", 0.4, -0.4), 20.0),
             Some(DropReason::Boilerplate { .. })

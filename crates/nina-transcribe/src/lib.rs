@@ -14,6 +14,7 @@ pub mod pool;
 mod whisper;
 
 pub use guard::{DropReason, GuardConfig};
+
 pub use output::{ModelInfo, SpeakerDropped, SpeakerSegment, TranscriptDocument, TranscriptError};
 pub use pool::{JobResult, PoolError, TranscriptionPool};
 pub use whisper::{WhisperModel, WhisperTranscriber, check_options};
@@ -145,6 +146,21 @@ pub struct Segment {
     pub no_speech_prob: f32,
     /// Words, when word timestamps were asked for.
     pub words: Vec<Word>,
+    /// What the guards did to keep it, when they fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
+}
+
+/// How a segment that tripped a guard was kept instead of dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repair {
+    /// The guard that fired first ([`DropReason::name`]).
+    pub guard: String,
+    /// Decodes after the first one: the full audio window, then another temperature and
+    /// search (0 when the first decode was repaired in place).
+    pub retried: u8,
+    /// Repeats of a loop, or words timed past the end of the audio, were cut.
+    pub trimmed: bool,
 }
 
 /// A segment the guards removed, with why.

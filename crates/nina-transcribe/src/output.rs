@@ -185,7 +185,7 @@ mod tests {
             text: text.into(),
             avg_logprob: -0.2,
             no_speech_prob: 0.01,
-            words: vec![],
+            ..Segment::default()
         };
         TranscriptDocument::new(
             ModelInfo {

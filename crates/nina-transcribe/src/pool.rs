@@ -323,7 +323,7 @@ mod tests {
                     text: audio.len().to_string(),
                     avg_logprob: 0.0,
                     no_speech_prob: 0.0,
-                    words: vec![],
+                    ..Segment::default()
                 }],
                 ..Transcript::default()
             })

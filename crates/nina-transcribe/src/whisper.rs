@@ -9,8 +9,8 @@ use whisper_rs::{
 
 use crate::guard::rms_dbfs;
 use crate::{
-    Decoding, DropReason, DroppedSegment, SAMPLE_RATE, Segment, TranscribeError, TranscribeOptions,
-    Transcriber, Transcript, Word, validate_audio,
+    Decoding, DropReason, DroppedSegment, Repair, SAMPLE_RATE, Segment, TranscribeError,
+    TranscribeOptions, Transcriber, Transcript, Word, validate_audio,
 };
 
 /// Shortest input handed to whisper.cpp; shorter audio is padded with silence.
@@ -209,7 +209,7 @@ impl Transcriber for WhisperTranscriber {
                         text: String::new(),
                         avg_logprob: 0.0,
                         no_speech_prob: 1.0,
-                        words: vec![],
+                        ..Segment::default()
                     },
                     reason: DropReason::Silence { rms_dbfs: level },
                 }],
@@ -244,7 +244,201 @@ impl Transcriber for WhisperTranscriber {
             (None, true) => self.detect_language(input, threads)?,
         };
 
-        let strategy = match options.decoding {
+        let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
+        let mut first: Option<(Vec<Raw>, DropReason)> = None;
+        for (k, attempt) in attempts.iter().enumerate() {
+            let raw = self.decode(input, offset, seconds, &language, options, attempt)?;
+            let (segments, dropped, fired) = guarded(&raw, seconds, options);
+            match fired {
+                None => {
+                    let mut transcript = Transcript {
+                        language: Some(language),
+                        language_probability: Some(language_probability),
+                        segments,
+                        dropped,
+                    };
+                    if let Some((_, reason)) = &first {
+                        tracing::debug!(guard = reason.name(), retried = k, "repaired by a retry");
+                        for s in &mut transcript.segments {
+                            s.repair = Some(Repair {
+                                guard: reason.name().to_string(),
+                                retried: u8::try_from(k).unwrap_or(u8::MAX),
+                                trimmed: false,
+                            });
+                        }
+                    }
+                    return Ok(transcript);
+                }
+                Some(reason) => {
+                    if first.is_none() {
+                        first = Some((raw, reason));
+                    }
+                }
+            }
+        }
+        // Every decode tripped a guard: repair the first in place.
+        let raw = first.map(|f| f.0).unwrap_or_default();
+        let retried = u8::try_from(attempts.len() - 1).unwrap_or(u8::MAX);
+        let (segments, dropped) = repaired(raw, seconds, options, retried);
+        Ok(Transcript {
+            language: Some(language),
+            language_probability: Some(language_probability),
+            segments,
+            dropped,
+        })
+    }
+}
+
+/// One decode of the retry ladder.
+#[derive(Debug, Clone, PartialEq)]
+struct Attempt {
+    /// Shrink the encoder window to the audio (when the options allow it).
+    short_context: bool,
+    temperature: f32,
+    decoding: Decoding,
+}
+
+/// The decodes tried, in order, while a guard that a retry may fix keeps firing: as asked; with
+/// the full 30 s audio window (when it was shrunk); then at the next temperature with the other
+/// search (beam instead of greedy, or greedy instead of beam).
+fn ladder(options: &TranscribeOptions, input_seconds: f64) -> Vec<Attempt> {
+    let first = Attempt {
+        short_context: options.short_audio_context && input_seconds < 29.0,
+        temperature: options.temperature,
+        decoding: options.decoding,
+    };
+    let mut out = vec![first.clone()];
+    if first.short_context {
+        out.push(Attempt {
+            short_context: false,
+            ..first.clone()
+        });
+    }
+    out.push(Attempt {
+        short_context: false,
+        temperature: (options.temperature + options.temperature_increment.max(0.2)).min(1.0),
+        decoding: match options.decoding {
+            Decoding::Beam { beam_size } => Decoding::Greedy { best_of: beam_size },
+            Decoding::Greedy { best_of } => Decoding::Beam {
+                beam_size: best_of.max(2),
+            },
+        },
+    });
+    out
+}
+
+/// A decoded segment before the guards, with how many of its words are timed at or past the
+/// end of the audio.
+#[derive(Debug, Clone, Default)]
+struct Raw {
+    segment: Segment,
+    past_end: usize,
+}
+
+/// The segments of `raw` the guards keep, those they drop, and the first reason a retry may
+/// fix (a partly misplaced segment counts, though it is kept).
+fn guarded(
+    raw: &[Raw],
+    seconds: f64,
+    options: &TranscribeOptions,
+) -> (Vec<Segment>, Vec<DroppedSegment>, Option<DropReason>) {
+    let (mut kept, mut dropped, mut fired) = (Vec::new(), Vec::new(), None);
+    for r in raw {
+        let segment = r.segment.clone();
+        let reason = if r.past_end > 0 && r.past_end == segment.words.len() {
+            Some(DropReason::PastEnd)
+        } else {
+            options.guards.check_in_context(&segment, seconds, &kept)
+        };
+        match reason {
+            Some(reason) => {
+                if fired.is_none() && reason.retry_may_fix() {
+                    fired = Some(reason.clone());
+                }
+                dropped.push(DroppedSegment { segment, reason });
+            }
+            None => {
+                if r.past_end > 0 && fired.is_none() {
+                    fired = Some(DropReason::PastEnd);
+                }
+                kept.push(segment);
+            }
+        }
+    }
+    (kept, dropped, fired)
+}
+
+/// `raw` repaired in place: words timed past the end cut, a loop cut to its first occurrence,
+/// a segment repeating the one before dropped (the first is kept); what still fails a guard is
+/// dropped.
+fn repaired(
+    raw: Vec<Raw>,
+    seconds: f64,
+    options: &TranscribeOptions,
+    retried: u8,
+) -> (Vec<Segment>, Vec<DroppedSegment>) {
+    let (mut kept, mut dropped) = (Vec::new(), Vec::<DroppedSegment>::new());
+    for r in raw {
+        let mut segment = r.segment;
+        let mut repair: Option<Repair> = None;
+        if r.past_end > 0 {
+            let original = segment.clone();
+            segment.words.retain(|w| w.start < seconds);
+            if segment.words.is_empty() {
+                dropped.push(DroppedSegment {
+                    segment: original,
+                    reason: DropReason::PastEnd,
+                });
+                continue;
+            }
+            segment.text = segment.words.iter().map(|w| w.text.as_str()).collect();
+            repair = Some(Repair {
+                guard: DropReason::PastEnd.name().to_string(),
+                retried,
+                trimmed: true,
+            });
+        }
+        let mut reason = options.guards.check_in_context(&segment, seconds, &kept);
+        if let Some(DropReason::Repetition { .. }) = reason
+            && let Some(cut) = crate::guard::deloop(&segment)
+        {
+            let again = options.guards.check_in_context(&cut, seconds, &kept);
+            if again.is_none() {
+                segment = cut;
+                repair = Some(Repair {
+                    guard: reason.as_ref().map_or("", DropReason::name).to_string(),
+                    retried,
+                    trimmed: true,
+                });
+            }
+            reason = again;
+        }
+        match reason {
+            Some(reason) => {
+                tracing::debug!(?reason, "dropped a segment");
+                dropped.push(DroppedSegment { segment, reason });
+            }
+            None => {
+                segment.repair = repair;
+                kept.push(segment);
+            }
+        }
+    }
+    (kept, dropped)
+}
+
+impl WhisperTranscriber {
+    /// Decodes `input` (the audio padded by `offset` seconds of silence in front) once.
+    fn decode(
+        &mut self,
+        input: &[f32],
+        offset: f64,
+        seconds: f64,
+        language: &str,
+        options: &TranscribeOptions,
+        attempt: &Attempt,
+    ) -> Result<Vec<Raw>, TranscribeError> {
+        let strategy = match attempt.decoding {
             Decoding::Greedy { best_of } => SamplingStrategy::Greedy {
                 best_of: i32::from(best_of),
             },
@@ -255,11 +449,11 @@ impl Transcriber for WhisperTranscriber {
         };
         let mut params = FullParams::new(strategy);
         params.set_n_threads(i32::from(options.threads));
-        params.set_language(Some(&language));
+        params.set_language(Some(language));
         params.set_translate(options.translate);
         params.set_no_context(true);
         params.set_token_timestamps(options.word_timestamps);
-        params.set_temperature(options.temperature);
+        params.set_temperature(attempt.temperature);
         params.set_temperature_inc(options.temperature_increment);
         params.set_no_speech_thold(options.guards.no_speech_threshold);
         params.set_logprob_thold(options.guards.logprob_threshold);
@@ -274,7 +468,7 @@ impl Transcriber for WhisperTranscriber {
         let input_seconds = input.len() as f64 / f64::from(SAMPLE_RATE);
         // No one says more than ~16 tokens a second: a cap bounds decoding loops (and their cost).
         params.set_max_tokens(max_tokens(input_seconds));
-        if options.short_audio_context && input_seconds < 29.0 {
+        if attempt.short_context {
             params.set_audio_ctx(short_audio_ctx(input_seconds));
         }
         self.state
@@ -282,11 +476,7 @@ impl Transcriber for WhisperTranscriber {
             .map_err(|e| TranscribeError::Engine(format!("decoding: {e:?}")))?;
 
         let eot = self.model.ctx.token_eot();
-        let mut transcript = Transcript {
-            language: Some(language),
-            language_probability: Some(language_probability),
-            ..Transcript::default()
-        };
+        let mut out = Vec::new();
         let mut last_start = 0.0f64;
         for i in 0..self.state.full_n_segments() {
             let Some(seg) = self.state.get_segment(i) else {
@@ -302,6 +492,7 @@ impl Transcriber for WhisperTranscriber {
             let mut logprob_sum = 0.0f32;
             let mut text_tokens = 0usize;
             let mut words: Vec<(Word, usize)> = Vec::new();
+            let mut past_end = Vec::new();
             for j in 0..seg.n_tokens() {
                 let Some(tok) = seg.get_token(j) else {
                     continue;
@@ -319,14 +510,17 @@ impl Transcriber for WhisperTranscriber {
                     .to_str_lossy()
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
+                let raw_t0 = data.t0 as f64 / 100.0 - offset;
                 let (t0, t1) = (
-                    (data.t0 as f64 / 100.0 - offset).clamp(start, end),
+                    raw_t0.clamp(start, end),
                     (data.t1 as f64 / 100.0 - offset).clamp(start, end),
                 );
                 let starts_word = piece.starts_with(' ') || words.is_empty();
                 let joins_punct =
                     piece.chars().all(|c| c.is_ascii_punctuation()) && !words.is_empty();
                 if starts_word && !joins_punct {
+                    // A word whose first token is timed in the padding after the audio.
+                    past_end.push(raw_t0 >= seconds);
                     words.push((
                         Word {
                             start: t0,
@@ -343,10 +537,15 @@ impl Transcriber for WhisperTranscriber {
                     *n += 1;
                 }
             }
-            let words = words
+            // Words timed past the end keep a start at the end, so they can be told apart.
+            let words: Vec<Word> = words
                 .into_iter()
-                .map(|(mut w, n)| {
+                .zip(&past_end)
+                .map(|((mut w, n), &late)| {
                     w.probability /= n as f32;
+                    if late {
+                        w.start = seconds;
+                    }
                     w
                 })
                 .collect();
@@ -361,22 +560,17 @@ impl Transcriber for WhisperTranscriber {
                 },
                 no_speech_prob: seg.no_speech_probability(),
                 words,
+                repair: None,
             };
             if segment.text.trim().is_empty() {
                 continue;
             }
-            match options
-                .guards
-                .check_in_context(&segment, seconds, &transcript.segments)
-            {
-                Some(reason) => {
-                    tracing::debug!(?reason, "dropped a segment");
-                    transcript.dropped.push(DroppedSegment { segment, reason });
-                }
-                None => transcript.segments.push(segment),
-            }
+            out.push(Raw {
+                segment,
+                past_end: past_end.iter().filter(|l| **l).count(),
+            });
         }
-        Ok(transcript)
+        Ok(out)
     }
 }
 

@@ -267,3 +267,136 @@ fn the_pool_returns_real_transcripts_in_order_per_stream() {
         }
     }
 }
+
+/// Normalised words of `text`.
+fn norm_words(text: &str) -> Vec<String> {
+    nina_eval::normalize(text)
+}
+
+/// Whether every word of `expected` is in `got` (as many times).
+fn missing(expected: &[String], got: &[String]) -> Vec<String> {
+    let mut left = got.to_vec();
+    let mut out = Vec::new();
+    for w in expected {
+        match left.iter().position(|g| g == w) {
+            Some(i) => {
+                left.remove(i);
+            }
+            None => out.push(w.clone()),
+        }
+    }
+    out
+}
+
+/// Short utterances keep their words: the first 1.5-3 s of each LibriVox clip and of the cards
+/// recordings (cut between two words; the words ending in the last 0.25 s before the cut do not
+/// count), and the flite voices' short replies ("bye bye"), each
+/// transcribed alone, lose none of the words the same model gets right when the same speech
+/// sits in a longer context (the whole clip; the reply after a sentence of the same voice).
+/// Guard repairs are counted.
+#[test]
+fn short_utterances_lose_no_words_the_model_gets_in_context() {
+    let mut t = base().transcriber().unwrap();
+    let o = english();
+    let (mut cases, mut lost, mut repaired) = (0, Vec::new(), 0);
+    let mut check = |t: &mut nina_transcribe::WhisperTranscriber,
+                     name: &str,
+                     alone: &[f32],
+                     expected: &[String],
+                     reference: &str| {
+        let out = t.transcribe(alone, &o).unwrap();
+        repaired += out.segments.iter().filter(|s| s.repair.is_some()).count();
+        let got = norm_words(&out.text());
+        // Words of the reference the model heard in context must be heard alone.
+        let reference = norm_words(reference);
+        let heard: Vec<String> = expected
+            .iter()
+            .filter(|w| reference.contains(w))
+            .cloned()
+            .collect();
+        let m = missing(&heard, &got);
+        eprintln!(
+            "{name}: in context {heard:?}, alone {got:?}{}{}",
+            if m.is_empty() {
+                String::new()
+            } else {
+                format!(" LOST {m:?}")
+            },
+            if out.dropped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " dropped {:?}",
+                    out.dropped
+                        .iter()
+                        .map(|d| (d.segment.text.clone(), d.reason.name()))
+                        .collect::<Vec<_>>()
+                )
+            }
+        );
+        cases += 1;
+        if !m.is_empty() {
+            lost.push((name.to_string(), m));
+        }
+    };
+    let mut sets = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
+    sets.extend(testdata::cards().unwrap_or_else(|e| panic!("{e}")));
+    for c in &sets {
+        let audio = testdata::read_wav_16k_mono(&c.path).unwrap_or_else(|e| panic!("{e}"));
+        let whole = t.transcribe(&audio, &o).unwrap();
+        let words: Vec<&nina_transcribe::Word> =
+            whole.segments.iter().flat_map(|s| &s.words).collect();
+        // Cut in the first gap between two words after 1.5 s and before 3 s (the whole clip
+        // when it is shorter).
+        let cut = words
+            .windows(2)
+            .find(|w| w[0].end >= 1.5 && w[1].start <= 3.0 && w[1].start >= w[0].end)
+            .map_or(audio.len() as f64 / 16_000.0, |w| {
+                (w[0].end + w[1].start) / 2.0
+            });
+        let n = ((cut * 16_000.0) as usize).min(audio.len());
+        // Whisper's word times are rough (a word may run on past its end time): the words
+        // that count end a quarter of a second before the cut.
+        let expected: Vec<String> = words
+            .iter()
+            .filter(|w| w.end <= cut - 0.25)
+            .flat_map(|w| norm_words(&w.text))
+            .collect();
+        check(
+            &mut t,
+            &format!("{} first {cut:.2} s", c.id),
+            &audio[..n],
+            &expected,
+            &c.text,
+        );
+    }
+    for voice in ["slt", "rms", "awb", "kal16"] {
+        let sentence = &testdata::flite(voice).unwrap_or_else(|e| panic!("{e}"))[0];
+        let lead = testdata::read_wav_16k_mono(&sentence.path).unwrap_or_else(|e| panic!("{e}"));
+        for r in testdata::replies(voice).unwrap_or_else(|e| panic!("{e}")) {
+            let reply = testdata::read_wav_16k_mono(&r.path).unwrap_or_else(|e| panic!("{e}"));
+            // In context: the sentence, half a second, the reply.
+            let mut context = lead.clone();
+            context.extend(std::iter::repeat_n(0.0, 8_000));
+            let offset = context.len() as f64 / 16_000.0;
+            context.extend_from_slice(&reply);
+            let out = t.transcribe(&context, &o).unwrap();
+            let expected: Vec<String> = out
+                .segments
+                .iter()
+                .flat_map(|s| &s.words)
+                .filter(|w| w.start >= offset - 0.1)
+                .flat_map(|w| norm_words(&w.text))
+                .collect();
+            check(&mut t, &r.id, &reply, &expected, &r.text);
+        }
+    }
+    eprintln!(
+        "{cases} short utterances, {} lost words, {repaired} segments repaired",
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "words lost alone but heard in context: {lost:?}"
+    );
+}
