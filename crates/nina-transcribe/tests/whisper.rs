@@ -291,7 +291,7 @@ fn missing(expected: &[String], got: &[String]) -> Vec<String> {
 /// Short utterances keep their words: the first 1.5-3 s of each LibriVox clip and of the cards
 /// recordings (cut between two words; the words ending in the last 0.25 s before the cut do not
 /// count), and the flite voices' short replies ("bye bye"), each
-/// transcribed alone, lose none of the words the same model gets right when the same speech
+/// transcribed alone (replies of two voices), lose none of the words the same model gets right when the same speech
 /// sits in a longer context (the whole clip; the reply after a sentence of the same voice).
 /// Guard repairs are counted.
 #[test]
@@ -370,7 +370,8 @@ fn short_utterances_lose_no_words_the_model_gets_in_context() {
             &c.text,
         );
     }
-    for voice in ["slt", "rms", "awb", "kal16"] {
+    // Two of the four voices: each reply costs two decodes of the base model.
+    for voice in ["slt", "awb"] {
         let sentence = &testdata::flite(voice).unwrap_or_else(|e| panic!("{e}"))[0];
         let lead = testdata::read_wav_16k_mono(&sentence.path).unwrap_or_else(|e| panic!("{e}"));
         for r in testdata::replies(voice).unwrap_or_else(|e| panic!("{e}")) {
