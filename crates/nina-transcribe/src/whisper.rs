@@ -345,11 +345,9 @@ fn guarded(
     let (mut kept, mut dropped, mut fired) = (Vec::new(), Vec::new(), None);
     for r in raw {
         let segment = r.segment.clone();
-        let reason = if r.past_end > 0 && r.past_end == segment.words.len() {
-            Some(DropReason::PastEnd)
-        } else {
-            options.guards.check_in_context(&segment, seconds, &kept)
-        };
+        // Words timed past the end are not a fault on their own: Whisper's token times are
+        // rough near the end of the audio (trimming them lost real words, "young man").
+        let reason = options.guards.check_in_context(&segment, seconds, &kept);
         match reason {
             Some(reason) => {
                 if fired.is_none() && reason.retry_may_fix() {
@@ -357,12 +355,7 @@ fn guarded(
                 }
                 dropped.push(DroppedSegment { segment, reason });
             }
-            None => {
-                if r.past_end > 0 && fired.is_none() {
-                    fired = Some(DropReason::PastEnd);
-                }
-                kept.push(segment);
-            }
+            None => kept.push(segment),
         }
     }
     (kept, dropped, fired)
@@ -381,24 +374,21 @@ fn repaired(
     for r in raw {
         let mut segment = r.segment;
         let mut repair: Option<Repair> = None;
-        if r.past_end > 0 {
-            let original = segment.clone();
+        let mut reason = options.guards.check_in_context(&segment, seconds, &kept);
+        // A loop that persists: words timed past the end of the audio go with its repeats.
+        if let Some(DropReason::Repetition { .. }) = reason
+            && r.past_end > 0
+            && segment.words.iter().any(|w| w.start < seconds)
+        {
             segment.words.retain(|w| w.start < seconds);
-            if segment.words.is_empty() {
-                dropped.push(DroppedSegment {
-                    segment: original,
-                    reason: DropReason::PastEnd,
-                });
-                continue;
-            }
             segment.text = segment.words.iter().map(|w| w.text.as_str()).collect();
             repair = Some(Repair {
                 guard: DropReason::PastEnd.name().to_string(),
                 retried,
                 trimmed: true,
             });
+            reason = options.guards.check_in_context(&segment, seconds, &kept);
         }
-        let mut reason = options.guards.check_in_context(&segment, seconds, &kept);
         if let Some(DropReason::Repetition { .. }) = reason
             && let Some(cut) = crate::guard::deloop(&segment)
         {
