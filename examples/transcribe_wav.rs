@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_iter()
             .map(|segment| SpeakerSegment {
                 speaker: "speaker".into(),
+                language: transcript.language.clone(),
                 segment,
             })
             .collect(),

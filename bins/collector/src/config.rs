@@ -173,7 +173,7 @@ impl Default for TranscribeSection {
 }
 
 fn default_model() -> String {
-    "whisper-base".into()
+    nina_models::catalog::DEFAULT_WHISPER.id.into()
 }
 fn one() -> usize {
     1

@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long, default_value_t = 60)]
     demo_seconds: u64,
     /// With --demo: the Whisper model.
-    #[arg(long, default_value = "whisper-base")]
+    #[arg(long, default_value = nina_models::catalog::DEFAULT_WHISPER.id)]
     demo_model: String,
 }
 

@@ -144,8 +144,9 @@ struct Opts {
     /// the per-user directory that scripts/setup.sh fills, then `./models`.
     #[arg(long, global = true)]
     models: Option<PathBuf>,
-    /// Whisper model: `whisper-base`, `whisper-tiny-en`, a ggml file, or an https URL.
-    #[arg(long, global = true, default_value = "whisper-base")]
+    /// Whisper model: `whisper-base-q8_0`, `whisper-base` (f16), `whisper-base-q5_1`,
+    /// `whisper-tiny-en`, a ggml file, or an https URL.
+    #[arg(long, global = true, default_value = nina_models::catalog::DEFAULT_WHISPER.id)]
     whisper: String,
     /// sha256 of a Whisper model given by URL (required with a URL).
     #[arg(long, global = true)]
@@ -452,9 +453,10 @@ fn report(o: &Outcome, dir: &Path) {
             resumed,
             audio_seconds,
             failed,
+            guards,
         } => {
             eprintln!(
-                "{}: {utterances} utterances, {audio_seconds:.1} s of speech{}{}",
+                "{}: {utterances} utterances, {audio_seconds:.1} s of speech{}{}{}",
                 dir.display(),
                 if *resumed > 0 {
                     format!(" ({resumed} resumed from an earlier run)")
@@ -465,6 +467,11 @@ fn report(o: &Outcome, dir: &Path) {
                     String::new()
                 } else {
                     format!(", {} FAILED", failed.len())
+                },
+                if guards.is_empty() {
+                    String::new()
+                } else {
+                    format!("; guards: {guards}")
                 }
             );
             for f in failed {

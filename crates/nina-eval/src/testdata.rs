@@ -109,6 +109,12 @@ pub fn replies(voice: &str) -> Result<Vec<Clip>> {
     tsv_clips("replies", voice)
 }
 
+/// Two sentences in the language `code` (`pt`, `es`, `de`, `fr`, `en`) spoken by espeak-ng
+/// (Portuguese is Brazilian): language detection tests.
+pub fn espeak(code: &str) -> Result<Vec<Clip>> {
+    tsv_clips("espeak", code)
+}
+
 /// The clips of `voice` listed in `<dir>/transcription.tsv` (`<voice>-<n>\t<text>` lines).
 fn tsv_clips(dir: &str, voice: &str) -> Result<Vec<Clip>> {
     let t = require(&format!("{dir}/transcription.tsv"))?;

@@ -55,6 +55,7 @@ pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcom
             packages,
             dirs,
             files,
+            weights,
         } => {
             let work = cache.join(format!("{}.ct2", spec.id));
             fs::create_dir_all(&work).map_err(|e| ModelError::io(&work, e))?;
@@ -77,7 +78,7 @@ pub fn fetch(spec: &ModelSpec, models: &ModelDir, cache: &Path) -> Result<Outcom
                     });
                 }
             }
-            let report = import_ct2_whisper(&work, &dest, Some(spec.sha256))?;
+            let report = import_ct2_whisper(&work, &dest, weights, Some(spec.sha256))?;
             tracing::info!(
                 "imported {} ({} layers, {} tokens, {} tensors, {} bytes)",
                 spec.id,

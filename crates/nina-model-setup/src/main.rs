@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use nina_model_setup::{download, fetch, import_campplus, import_ct2_whisper};
+use nina_models::ggml::GgmlWeights;
 use nina_models::{ModelDir, catalog};
 
 #[derive(Parser)]
@@ -42,6 +43,9 @@ enum Cmd {
         dir: PathBuf,
         /// Output ggml file.
         out: PathBuf,
+        /// How the weight matrices are stored: f16 (as in the source), q8_0 or q5_1.
+        #[arg(long, default_value = "f16", value_parser = parse_weights)]
+        weights: GgmlWeights,
     },
     /// Convert a CAM++ PyTorch checkpoint (state dict `.pt`) into an ONNX model.
     ImportCampplus {
@@ -61,6 +65,10 @@ enum Cmd {
         #[arg(long)]
         sha256: String,
     },
+}
+
+fn parse_weights(s: &str) -> Result<GgmlWeights, String> {
+    GgmlWeights::from_name(s).ok_or_else(|| format!("`{s}`: one of f16, q8_0, q5_1"))
 }
 
 fn main() -> Result<()> {
@@ -128,8 +136,8 @@ fn main() -> Result<()> {
                 bail!("{bad} model(s) missing or damaged");
             }
         }
-        Cmd::ImportCt2 { dir, out } => {
-            let r = import_ct2_whisper(&dir, &out, None)
+        Cmd::ImportCt2 { dir, out, weights } => {
+            let r = import_ct2_whisper(&dir, &out, weights, None)
                 .with_context(|| format!("importing {}", dir.display()))?;
             println!(
                 "wrote {} ({} bytes): {} {}, {} tokens, {} tensors, sha256 {}",

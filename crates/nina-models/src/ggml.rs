@@ -59,6 +59,57 @@ impl WhisperHparams {
     }
 }
 
+/// How the weight matrices of a ggml Whisper file are stored (its `ftype`). Biases, norms and
+/// positional embeddings are always `f32`, the convolutions `f16`, as whisper.cpp expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GgmlWeights {
+    /// Half precision (what OpenAI's weights convert to without loss).
+    #[default]
+    F16,
+    /// 8-bit blocks of 32 with an `f16` scale (34 bytes per block).
+    Q8_0,
+    /// 5-bit blocks of 32 with an `f16` scale and minimum (24 bytes per block).
+    Q5_1,
+}
+
+impl GgmlWeights {
+    /// Every kind, in order of size.
+    pub const ALL: [GgmlWeights; 3] = [Self::F16, Self::Q8_0, Self::Q5_1];
+
+    /// The ggml tensor type of a weight matrix.
+    pub fn tensor_type(self) -> i32 {
+        match self {
+            Self::F16 => 1,
+            Self::Q5_1 => 7,
+            Self::Q8_0 => 8,
+        }
+    }
+
+    /// The header's `ftype`: ggml's file type, plus 1000 x the quantisation version (2) for the
+    /// quantised kinds, as whisper.cpp's own quantiser writes it.
+    pub fn ftype(self) -> i32 {
+        match self {
+            Self::F16 => 1,
+            Self::Q8_0 => 2_007,
+            Self::Q5_1 => 2_009,
+        }
+    }
+
+    /// Its name: `f16`, `q8_0`, `q5_1`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+            Self::Q5_1 => "q5_1",
+        }
+    }
+
+    /// The kind named `name` ([`GgmlWeights::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
+
 /// Checks that `path` is a complete ggml Whisper file (magic, plausible hyper-parameters, and every
 /// tensor record within the file) without loading it, so whisper.cpp is never handed a truncated or
 /// foreign file. Returns the hyper-parameters.

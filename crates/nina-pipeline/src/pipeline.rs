@@ -19,8 +19,8 @@ use nina_store::{
     StoreError, TRANSCRIPT_JSON, TRANSCRIPT_SRT, TRANSCRIPT_TXT, TRANSCRIPT_VTT, UtteranceRecord,
 };
 use nina_transcribe::{
-    JobResult, ModelInfo, SpeakerDropped, SpeakerSegment, TranscribeError, TranscribeOptions,
-    Transcript, TranscriptDocument, TranscriptionPool, WhisperModel,
+    GuardTally, JobResult, ModelInfo, SpeakerDropped, SpeakerSegment, TranscribeError,
+    TranscribeOptions, Transcript, TranscriptDocument, TranscriptionPool, WhisperModel,
 };
 use serde_json::json;
 
@@ -78,7 +78,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             models: ModelDir::discover(),
-            whisper: catalog::WHISPER_BASE.id.to_string(),
+            whisper: catalog::DEFAULT_WHISPER.id.to_string(),
             vad: VadChoice::Auto,
             segmenter: SegmenterConfig::default(),
             transcribe: TranscribeOptions::default(),
@@ -123,6 +123,8 @@ pub enum Outcome {
         /// Utterances that could not be transcribed, with why; recorded in `session.json`,
         /// and a rerun retries only these.
         failed: Vec<Failure>,
+        /// What the transcription guards did, over every utterance of the transcript.
+        guards: GuardTally,
     },
     /// Already done with the same model, options and utterances.
     Skipped,
@@ -586,6 +588,10 @@ impl Pipeline {
         let TranscriptionRun {
             results, failed, ..
         } = run;
+        let mut guards = GuardTally::default();
+        for t in results.iter().flatten() {
+            guards += GuardTally::of(t);
+        }
         self.write_transcripts(dir, &session, &model, &sha, results)?;
         session.set_processing(Processing {
             step: STEP_TRANSCRIBE.into(),
@@ -604,6 +610,7 @@ impl Pipeline {
             resumed,
             audio_seconds,
             failed,
+            guards,
         })
     }
 
@@ -661,8 +668,10 @@ impl Pipeline {
             let Some(t) = t else { continue };
             let speaker = session.speaker_label(u.user_id);
             let t = t.shifted(u.start);
+            let language = t.language.clone();
             segments.extend(t.segments.into_iter().map(|segment| SpeakerSegment {
                 speaker: speaker.clone(),
+                language: language.clone(),
                 segment,
             }));
             dropped.extend(t.dropped.into_iter().map(|d| SpeakerDropped {

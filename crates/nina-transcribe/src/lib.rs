@@ -225,6 +225,60 @@ impl Transcript {
     }
 }
 
+/// What the guards did over one or more transcripts, for run summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuardTally {
+    /// Segments kept after a guard fired ([`Segment::repair`]).
+    pub repaired: usize,
+    /// Of them, kept from a later decode of the ladder.
+    pub retried: usize,
+    /// Of them, with a loop's repeats or words past the end cut.
+    pub trimmed: usize,
+    /// Segments dropped (no speech, or a guard the ladder could not repair).
+    pub dropped: usize,
+}
+
+impl GuardTally {
+    /// The tally of one transcript.
+    pub fn of(t: &Transcript) -> Self {
+        let repairs = t.segments.iter().filter_map(|s| s.repair.as_ref());
+        let mut tally = Self {
+            dropped: t.dropped.len(),
+            ..Self::default()
+        };
+        for r in repairs {
+            tally.repaired += 1;
+            tally.retried += usize::from(r.retried > 0);
+            tally.trimmed += usize::from(r.trimmed);
+        }
+        tally
+    }
+
+    /// True when no guard fired.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl std::ops::AddAssign for GuardTally {
+    fn add_assign(&mut self, o: Self) {
+        self.repaired += o.repaired;
+        self.retried += o.retried;
+        self.trimmed += o.trimmed;
+        self.dropped += o.dropped;
+    }
+}
+
+impl std::fmt::Display for GuardTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} segment(s) repaired ({} retried, {} trimmed), {} dropped",
+            self.repaired, self.retried, self.trimmed, self.dropped
+        )
+    }
+}
+
 /// A speech-to-text engine. Implementations hold per-worker state, hence `&mut self`.
 pub trait Transcriber: Send {
     /// Transcribes 16 kHz mono audio in `[-1, 1]`.
@@ -249,4 +303,55 @@ pub fn validate_audio(audio: &[f32]) -> Result<(), TranscribeError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_tally_counts_repairs_and_drops() {
+        let seg = |repair: Option<Repair>| Segment {
+            text: "x".into(),
+            repair,
+            ..Segment::default()
+        };
+        let t = Transcript {
+            segments: vec![
+                seg(None),
+                seg(Some(Repair {
+                    guard: "repetition".into(),
+                    retried: 2,
+                    trimmed: false,
+                })),
+                seg(Some(Repair {
+                    guard: "repetition".into(),
+                    retried: 0,
+                    trimmed: true,
+                })),
+            ],
+            dropped: vec![DroppedSegment {
+                segment: seg(None),
+                reason: DropReason::NonSpeechMarker,
+            }],
+            ..Transcript::default()
+        };
+        let mut total = GuardTally::of(&t);
+        assert_eq!(
+            total,
+            GuardTally {
+                repaired: 2,
+                retried: 1,
+                trimmed: 1,
+                dropped: 1
+            }
+        );
+        total += GuardTally::of(&t);
+        assert_eq!(total.repaired, 4);
+        assert_eq!(
+            total.to_string(),
+            "4 segment(s) repaired (2 retried, 2 trimmed), 2 dropped"
+        );
+        assert!(GuardTally::of(&Transcript::default()).is_empty());
+    }
 }

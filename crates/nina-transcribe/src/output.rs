@@ -22,6 +22,9 @@ pub struct ModelInfo {
 pub struct SpeakerSegment {
     /// Speaker label: a display name, a user id, or a diarization label.
     pub speaker: String,
+    /// Language of its utterance (detected by Whisper, or the one forced), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// The segment.
     #[serde(flatten)]
     pub segment: Segment,
@@ -103,6 +106,29 @@ impl TranscriptDocument {
         Ok(doc)
     }
 
+    /// The main language: the one of the most seconds of kept segments (ties: the first in
+    /// alphabetical order), if any segment has one.
+    pub fn language(&self) -> Option<&str> {
+        let mut seconds: std::collections::BTreeMap<&str, f64> = Default::default();
+        for s in &self.segments {
+            if let Some(l) = &s.language {
+                *seconds.entry(l).or_default() += (s.segment.end - s.segment.start).max(0.0);
+            }
+        }
+        seconds
+            .into_iter()
+            .fold(None, |best: Option<(&str, f64)>, (l, t)| match best {
+                Some((_, b)) if b >= t => best,
+                _ => Some((l, t)),
+            })
+            .map(|(l, _)| l)
+    }
+
+    /// The language of `s` when it is not the main one.
+    fn other_language<'a>(&self, main: Option<&str>, s: &'a SpeakerSegment) -> Option<&'a str> {
+        s.language.as_deref().filter(|l| Some(*l) != main)
+    }
+
     fn lines(&self) -> impl Iterator<Item = (&SpeakerSegment, String)> {
         self.segments
             .iter()
@@ -126,15 +152,24 @@ impl TranscriptDocument {
         out
     }
 
-    /// WebVTT with voice spans (`<v Speaker>`).
+    /// WebVTT with voice spans (`<v Speaker>`), the main language in a `Language:` header and
+    /// a `<lang xx>` span around the text of a segment in another language.
     pub fn to_vtt(&self) -> String {
-        let mut out = String::from("WEBVTT\n\n");
+        let main = self.language();
+        let mut out = String::from("WEBVTT\n");
+        if let Some(l) = main {
+            out.push_str(&format!("Language: {}\n", clean_tag(l)));
+        }
+        out.push('\n');
         for (s, text) in self.lines() {
             let speaker = s.speaker.replace(['<', '>', '&'], "_");
-            let text = text
+            let mut text = text
                 .replace('&', "&amp;")
                 .replace('<', "&lt;")
                 .replace('>', "&gt;");
+            if let Some(l) = self.other_language(main, s) {
+                text = format!("<lang {}>{text}</lang>", clean_tag(l));
+            }
             out.push_str(&format!(
                 "{} --> {}\n<v {speaker}>{text}\n\n",
                 timestamp(s.segment.start, '.'),
@@ -144,13 +179,18 @@ impl TranscriptDocument {
         out
     }
 
-    /// Plain text, one `[HH:MM:SS] Speaker: text` line per segment.
+    /// Plain text, one `[HH:MM:SS] Speaker: text` line per segment (`Speaker [xx]:` for a
+    /// segment in another language than the main one).
     pub fn to_text(&self) -> String {
+        let main = self.language();
         self.lines()
             .map(|(s, text)| {
                 let t = s.segment.start.max(0.0) as u64;
+                let language = self
+                    .other_language(main, s)
+                    .map_or(String::new(), |l| format!(" [{}]", clean_tag(l)));
                 format!(
-                    "[{:02}:{:02}:{:02}] {}: {}\n",
+                    "[{:02}:{:02}:{:02}] {}{language}: {}\n",
                     t / 3600,
                     t / 60 % 60,
                     t % 60,
@@ -160,6 +200,14 @@ impl TranscriptDocument {
             })
             .collect()
     }
+}
+
+/// A language code fit for a header or tag: letters, digits and `-` only.
+fn clean_tag(l: &str) -> String {
+    l.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(16)
+        .collect()
 }
 
 /// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (WebVTT).
@@ -196,14 +244,17 @@ mod tests {
             vec![
                 SpeakerSegment {
                     speaker: "Sheila".into(),
+                    language: None,
                     segment: seg(3723.5, 3725.25, " And I'm Sheila --> in Texas."),
                 },
                 SpeakerSegment {
                     speaker: "Diane <3".into(),
+                    language: None,
                     segment: seg(1.0, 2.0, " Hello?"),
                 },
                 SpeakerSegment {
                     speaker: "Diane <3".into(),
+                    language: None,
                     segment: seg(2.5, 2.6, "   "),
                 },
             ],
@@ -227,6 +278,44 @@ mod tests {
             d.to_text(),
             "[00:00:01] Diane <3: Hello?\n[01:02:03] Sheila: And I'm Sheila -> in Texas.\n"
         );
+    }
+
+    #[test]
+    fn languages_name_the_main_one_and_mark_the_others() {
+        let mut d = doc();
+        assert_eq!(d.language(), None);
+        // Sheila speaks Portuguese for 1.75 s, Diane English for 1.1 s: Portuguese is the main
+        // language, Diane's line is marked.
+        d.segments[0].language = Some("en".into());
+        d.segments[1].language = Some("en".into());
+        d.segments[2].language = Some("pt".into());
+        assert_eq!(d.language(), Some("pt"));
+        let vtt = d.to_vtt();
+        assert!(vtt.starts_with("WEBVTT\nLanguage: pt\n\n"), "{vtt}");
+        assert!(
+            vtt.contains("<v Diane _3><lang en>Hello?</lang>\n"),
+            "{vtt}"
+        );
+        assert!(vtt.contains("<v Sheila>And I'm"), "{vtt}");
+        assert_eq!(
+            d.to_text(),
+            "[00:00:01] Diane <3 [en]: Hello?\n[01:02:03] Sheila: And I'm Sheila -> in Texas.\n"
+        );
+        // The language goes through JSON, and a transcript without it still reads.
+        let back = TranscriptDocument::from_json(&d.to_json()).unwrap();
+        assert_eq!(back, d);
+        let old = doc().to_json();
+        let v: serde_json::Value = serde_json::from_str(&old).unwrap();
+        let segments = v["segments"].as_array().unwrap();
+        assert!(segments.iter().all(|s| s.get("language").is_none()));
+        assert_eq!(
+            TranscriptDocument::from_json(&old).unwrap().language(),
+            None
+        );
+        // A hostile code cannot break the header or a tag.
+        d.segments[0].language = Some("en>\n\nx".into());
+        d.segments[1].language = Some("en>\n\nx".into());
+        assert!(d.to_vtt().contains("<lang enx>"));
     }
 
     #[test]
