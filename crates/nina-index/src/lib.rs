@@ -668,3 +668,6 @@ fn insert(tx: &Connection, rel: &str, fp: &str, d: &SessionData) -> Result<usize
     }
     Ok(d.segments.len())
 }
+
+#[cfg(test)]
+mod tests;
