@@ -24,7 +24,7 @@ pub use read::{
     DIARIZATION_JSON, LIVE_WORK, ModelRow, SegmentRow, SessionData, SpeakerRow, WordRow,
     stream_labels, utterance_of,
 };
-pub use search::{AudioRef, Filter, Hit, HitSession, UtteranceItem};
+pub use search::{AudioRef, CANDIDATES, Filter, Hit, HitSession, UtteranceItem};
 
 /// The index file, in the data directory.
 pub const INDEX_FILE: &str = "index.sqlite";

@@ -12,6 +12,10 @@ use crate::{Index, IndexError, ModelRow, Query, format_time};
 /// Marks around a hit in FTS5's `highlight()`: private-use characters, replaced afterwards.
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
+/// Matches ranked at most (the newest): see [`Index::search`].
+pub const CANDIDATES: usize = 10_000;
+/// Hits fetched beyond the limit, to order equal scores the same way whatever the row ids.
+const TIES: usize = 20;
 
 /// What to keep, beside the words searched for. Every field set must hold.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -222,7 +226,9 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl Index {
-    /// The `limit` segments that best match `query` and `filter`, best first.
+    /// The `limit` segments that best match `query` and `filter`, best first (BM25). When more
+    /// than [`CANDIDATES`] segments match (a very common word), the newest of them are ranked,
+    /// which bounds the time a query takes whatever the size of the index.
     pub fn search(
         &self,
         query: &Query,
@@ -231,23 +237,34 @@ impl Index {
     ) -> Result<Vec<Hit>, IndexError> {
         let fts = query.to_fts();
         let mut values = vec![Value::Text(fts.clone())];
+        // Ranked among the newest CANDIDATES matches: FTS5 walks a term's rows newest first
+        // and stops there, so a word found in most segments costs what a rarer one does.
         let sql = if filter.is_empty() {
-            "SELECT rowid, rank FROM segments_fts WHERE segments_fts MATCH ?1 ORDER BY rank LIMIT ?2"
-                .to_string()
+            format!(
+                "SELECT id, r FROM (SELECT rowid AS id, rank AS r FROM segments_fts
+                   WHERE segments_fts MATCH ?1 ORDER BY rowid DESC LIMIT {CANDIDATES})
+                 ORDER BY r LIMIT ?2"
+            )
         } else {
             values.push(Value::Null); // the limit, set below
             let cond = filter.segment_sql(&mut values);
             format!(
-                "SELECT segments_fts.rowid, segments_fts.rank FROM segments_fts
-                 JOIN segments g ON g.id = segments_fts.rowid
-                 JOIN sessions s ON s.id = g.session
-                 WHERE segments_fts MATCH ?1 AND {cond} ORDER BY segments_fts.rank LIMIT ?2"
+                "SELECT id, r FROM (SELECT segments_fts.rowid AS id, segments_fts.rank AS r
+                   FROM segments_fts
+                   JOIN segments g ON g.id = segments_fts.rowid
+                   JOIN sessions s ON s.id = g.session
+                   WHERE segments_fts MATCH ?1 AND {cond}
+                   ORDER BY segments_fts.rowid DESC LIMIT {CANDIDATES})
+                 ORDER BY r LIMIT ?2"
             )
         };
+        // A few more than asked, so that equal scores are ordered by place and time below
+        // (row ids depend on the order sessions were indexed in).
+        let fetch = Value::Integer(limit.saturating_add(TIES) as i64);
         if values.len() > 1 {
-            values[1] = Value::Integer(limit as i64);
+            values[1] = fetch;
         } else {
-            values.push(Value::Integer(limit as i64));
+            values.push(fetch);
         }
         let ids: Vec<(i64, f64)> = {
             let mut st = self.conn.prepare(&sql)?;
@@ -307,6 +324,17 @@ impl Index {
                 })
             })?;
             hits.push(hit);
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.session.path.cmp(&b.session.path))
+                .then_with(|| a.start.total_cmp(&b.start))
+                .then_with(|| a.speaker.cmp(&b.speaker))
+        });
+        hits.truncate(limit);
+        for (i, h) in hits.iter_mut().enumerate() {
+            h.rank = i + 1;
         }
         Ok(hits)
     }
