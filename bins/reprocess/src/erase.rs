@@ -268,7 +268,7 @@ fn erase_session(dir: &SessionDir, mut s: Session, user: u64) -> anyhow::Result<
             ov.retain_mut(|o| {
                 o["speakers"]
                     .as_array_mut()
-                    .is_none_or(|sp| sp.iter_mut().fold(true, |ok, x| rename(x) && ok))
+                    .is_none_or(|sp| sp.iter_mut().all(&rename))
             });
         }
         if let Some(segs) = d["segments"].as_array_mut() {

@@ -137,6 +137,9 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64) {
     (p(0.5), p(0.95))
 }
 
+/// Makes one query of a kind.
+type MakeQuery = Box<dyn Fn(&mut Rng) -> (String, Filter)>;
+
 fn query_bench(root: &Path, n: usize) {
     let dir = root.join(format!("q{n}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -157,7 +160,7 @@ fn query_bench(root: &Path, n: usize) {
     let size = std::fs::metadata(dir.join(nina_index::INDEX_FILE)).map_or(0, |m| m.len());
     // Query kinds: a rare word, a mid word, a frequent word, a two-word query, a phrase,
     // a word with filters, a prefix, an accent-less form of an accented word.
-    let kinds: [(&str, Box<dyn Fn(&mut Rng) -> (String, Filter)>); 7] = [
+    let kinds: [(&str, MakeQuery); 7] = [
         (
             "rare word",
             Box::new(|r: &mut Rng| (word(5_000 + r.below(15_000) as usize), Filter::default())),
