@@ -29,7 +29,7 @@ pub struct FilterArgs {
     /// Only this speaker: a diarized speaker's name, a display name or a user id (any case).
     #[arg(long)]
     pub speaker: Option<String>,
-    /// From this time on (UTC): YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS].
+    /// From this time on (UTC): `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM[:SS]`.
     #[arg(long)]
     pub since: Option<String>,
     /// Before this time (UTC); a date alone includes that whole day.
