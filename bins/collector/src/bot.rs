@@ -255,6 +255,7 @@ impl Bot {
                 .voiceprints
                 .enrol
                 .then(|| (self.cfg.data_dir.clone(), self.cfg.voiceprints.max_seconds)),
+            data: self.cfg.data_dir.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("nina-session-{guild}"))

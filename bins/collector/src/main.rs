@@ -11,6 +11,7 @@ mod bot;
 mod config;
 mod dave;
 mod demo;
+mod index;
 mod optout;
 mod recover;
 mod session;

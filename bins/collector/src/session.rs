@@ -89,6 +89,8 @@ pub struct SessionJob {
     /// The data directory and the seconds of each user's speech to enrol voiceprints from,
     /// when enrolment is on.
     pub enrol: Option<(std::path::PathBuf, f64)>,
+    /// The data directory, whose search index the session keeps up to date (when it has one).
+    pub data: std::path::PathBuf,
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -154,7 +156,9 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         status,
         reports,
         enrol,
+        data,
     } = job;
+    let mut index = crate::index::IndexUpdates::new(data, dir.clone());
     let started_at_ms = unix_ms(recording.started_at);
     let skeleton = Session {
         recorder: Some(Recorder {
@@ -328,6 +332,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         if stopping {
             break;
         }
+        index.tick();
         std::thread::sleep(Duration::from_millis(20));
     }
     let end = recording.now();
@@ -386,5 +391,6 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
             tracing::warn!("voiceprints not enrolled: {e:#}");
         }
     }
+    index.finish();
     Ok((dir, ended))
 }

@@ -1,5 +1,9 @@
 //! `reprocess`: Nina's offline pipeline. Audio files into sessions, stored sessions through new
-//! models. A thin shell over `nina-pipeline`: arguments, progress bars and exit codes.
+//! models; the data directory's search index, dataset export, erasure and retention. A thin
+//! shell over `nina-pipeline` and `nina-index`: arguments, progress bars and exit codes.
+
+mod data;
+mod erase;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -118,6 +122,65 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build or update the search index of a data directory (`DATA/index.sqlite`): sessions,
+    /// utterances, transcript segments and words, speakers, languages, models. Once it exists,
+    /// `reprocess` and the collector keep it up to date as they write sessions.
+    Index {
+        /// The data directory.
+        data: PathBuf,
+        /// Drop every row and index every session again (default: only what changed).
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Search the transcripts of a data directory: words (all must occur), "a phrase",
+    /// prefix*, -excluded, OR; case and accents do not matter. Best matches first.
+    Search {
+        /// The data directory.
+        data: PathBuf,
+        /// What to look for.
+        query: String,
+        #[command(flatten)]
+        filters: data::FilterArgs,
+        /// Most results shown.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON (schema nina.search/1) for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export utterances as a speech dataset: 16 kHz mono WAV per utterance, a NeMo/Lhotse
+    /// manifest (manifest.jsonl) and a Hugging Face audiofolder (metadata.csv/.jsonl), with
+    /// the models that produced the text (export.json, README.md). Resumable.
+    Export {
+        /// The data directory.
+        data: PathBuf,
+        #[command(flatten)]
+        filters: data::FilterArgs,
+        #[command(flatten)]
+        args: data::ExportArgs,
+    },
+    /// Erase a user: their utterance audio and archival tracks, transcript segments,
+    /// diarized speakers, voiceprints and index rows, in every session (of one guild with
+    /// --guild); prints what it removed. Other sessions are not touched.
+    Forget {
+        /// The data directory.
+        data: PathBuf,
+        /// The Discord user id.
+        #[arg(long)]
+        user: u64,
+        /// Only in this guild.
+        #[arg(long)]
+        guild: Option<u64>,
+    },
+    /// Delete audio older than the retention rules of DATA/retention.json allow (per guild),
+    /// keeping transcripts where the rule says so.
+    Prune {
+        /// The data directory.
+        data: PathBuf,
+        /// Only print what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,7 +217,8 @@ struct Opts {
     /// Voice activity detector (auto: Silero when its model is present).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     vad: Vad,
-    /// Language code (`en`, `de`, ...); detected when absent.
+    /// Language code (`en`, `de`, ...); detected when absent. With `search` and `export`:
+    /// only segments in this language.
     #[arg(long, global = true)]
     language: Option<String>,
     /// Names and jargon that condition the decoder.
@@ -421,6 +485,20 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<FailedUtterances>().is_some() {
         return exit::FAILED_UTTERANCES;
     }
+    if e.downcast_ref::<Busy>().is_some() {
+        return exit::BUSY;
+    }
+    if let Some(i) = e.downcast_ref::<nina_index::IndexError>() {
+        return match i {
+            _ if i.is_busy() => exit::BUSY,
+            nina_index::IndexError::Store(s) => store_code(s),
+            nina_index::IndexError::Query(_) | nina_index::IndexError::Missing(_) => exit::USAGE,
+            _ => exit::OTHER,
+        };
+    }
+    if let Some(s) = e.downcast_ref::<nina_store::StoreError>() {
+        return store_code(s);
+    }
     if e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<nina_eval::rttm::RttmError>().is_some()
     {
@@ -439,6 +517,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ErrorKind::Busy) => exit::BUSY,
         Some(ErrorKind::Usage) => exit::USAGE,
         Some(ErrorKind::Other) | None => exit::OTHER,
+    }
+}
+
+/// The exit code of a store error (as `PipelineError::kind` sorts them).
+fn store_code(e: &nina_store::StoreError) -> u8 {
+    use nina_store::StoreError as S;
+    match e {
+        _ if e.is_disk_full() => exit::DISK_FULL,
+        S::Invalid { .. } | S::NewerVersion { .. } | S::NotASession(_) => exit::SESSION,
+        S::Locked(_) => exit::BUSY,
+        S::NotOurs(_) => exit::USAGE,
+        _ => exit::OTHER,
     }
 }
 
@@ -536,6 +626,20 @@ fn run_sessions(
     let mut first_error = None;
     let (mut failed, mut failed_sessions) = (0, 0);
     for dir in &dirs {
+        // A session whose audio the retention rules removed keeps its transcripts as they are.
+        if dir
+            .load()
+            .is_ok_and(|s| s.processing_of(data::STEP_RETENTION).is_some())
+        {
+            bars.sessions.suspend(|| {
+                eprintln!(
+                    "{}: audio removed by `reprocess prune`; transcripts kept as they are",
+                    dir.root().display()
+                )
+            });
+            bars.sessions.inc(1);
+            continue;
+        }
         // A session recorded in raw mode (archival tracks only) is segmented first.
         let has_tracks = dir.load().is_ok_and(|s| !s.tracks.is_empty());
         let segmented = if has_tracks {
@@ -553,6 +657,9 @@ fn run_sessions(
                 }
                 Ok(o)
             });
+        if result.is_ok() {
+            data::update_index(data, dir);
+        }
         match result {
             Ok(o) => {
                 failed += failed_of(&o);
@@ -665,6 +772,13 @@ fn voiceprints(data: &Path, guild: u64, action: VoiceprintAction) -> anyhow::Res
     Ok(())
 }
 
+/// Sessions were left alone because another process held them (exit 7).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} session(s) were in use by another process and were left as they are; run again when they are free"
+)]
+struct Busy(usize);
+
 /// A bad command-line value found after parsing (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -683,6 +797,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             guild,
             action,
         } => return voiceprints(&data, guild, action),
+        Command::Index { data, rebuild } => return data::index(&data, rebuild),
+        Command::Search {
+            data,
+            query,
+            filters,
+            limit,
+            json,
+        } => {
+            let language = cli.opts.language.as_deref();
+            return data::search(&data, &query, &filters, language, limit, json);
+        }
+        Command::Export {
+            data,
+            filters,
+            args,
+        } => return data::export(&data, &filters, cli.opts.language.as_deref(), &args),
+        Command::Forget { data, user, guild } => return erase::forget(&data, user, guild),
+        Command::Prune { data, dry_run } => return data::prune(&data, dry_run),
         other => other,
     };
     let diarize = cli.opts.diarize_config()?.map(|cfg| DiarizeRun {
@@ -739,6 +871,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bars.audio.finish_and_clear();
                 report_diarize(&d, dest.root());
             }
+            data::update_index(data.as_deref(), &dest);
             println!("{}", dest.root().display());
             tracing::debug!(utterances = session.utterances.len(), "file done");
             match failed_of(&outcome) {
@@ -778,7 +911,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", r.path.display());
             Ok(())
         }
-        Command::Score { .. } | Command::Voiceprints { .. } => Ok(()),
+        Command::Score { .. }
+        | Command::Voiceprints { .. }
+        | Command::Index { .. }
+        | Command::Search { .. }
+        | Command::Export { .. }
+        | Command::Forget { .. }
+        | Command::Prune { .. } => Ok(()),
         Command::All { data } => {
             let dirs = Store::new(&data)
                 .sessions()
