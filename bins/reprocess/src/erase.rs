@@ -190,7 +190,7 @@ fn erase_session(dir: &SessionDir, mut s: Session, user: u64) -> anyhow::Result<
         .filter(|u| u.user_id == user)
         .map(|u| u.file.clone())
         .collect();
-    // transcript.json: their segments, dropped segments and languages go.
+    // transcript.json: their segments and dropped segments go.
     let mut kept_index: BTreeMap<usize, usize> = BTreeMap::new();
     let transcript = read_json(&root.join(nina_store::TRANSCRIPT_JSON))?;
     let transcript = transcript.map(|mut t| {
@@ -217,9 +217,6 @@ fn erase_session(dir: &SessionDir, mut s: Session, user: u64) -> anyhow::Result<
                     x["segment"]["end"].as_f64().unwrap_or(0.0),
                 )
             });
-        }
-        if let Some(l) = t.get_mut("languages").and_then(Value::as_object_mut) {
-            l.retain(|k, _| !files.contains(k));
         }
         t
     });

@@ -187,8 +187,9 @@ fn portuguese_session(root: &Path) {
                 probability: 0.9,
             })
             .collect(),
+        repair: None,
     };
-    let mut doc = nina_transcribe::TranscriptDocument::new(
+    let doc = nina_transcribe::TranscriptDocument::new(
         nina_transcribe::ModelInfo {
             name: "hand-written".into(),
             sha256: "00".repeat(32),
@@ -196,11 +197,11 @@ fn portuguese_session(root: &Path) {
         &nina_transcribe::TranscribeOptions::default(),
         vec![nina_transcribe::SpeakerSegment {
             speaker: "Joana".into(),
+            language: Some("pt".into()),
             segment,
         }],
         vec![],
     );
-    doc.languages.insert(file, "pt".into());
     dir.write("transcript.json", doc.to_json().as_bytes())
         .unwrap();
 }

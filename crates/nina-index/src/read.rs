@@ -41,6 +41,9 @@ pub(crate) struct RawSegment {
     pub avg_logprob: Option<f32>,
     #[serde(default)]
     pub words: Vec<RawWord>,
+    /// Language of the segment's utterance, when the writer recorded it.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,9 +61,6 @@ struct RawTranscript {
     options: serde_json::Value,
     #[serde(default)]
     segments: Vec<RawSegment>,
-    /// Language of each utterance (by file), when the writer records it.
-    #[serde(default)]
-    languages: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -320,10 +320,7 @@ impl SessionData {
                 }
                 for (position, s) in t.segments.into_iter().enumerate() {
                     let utterance = utterance_of(&session, &labels, &s.speaker, s.start, s.end);
-                    let u = utterance.map(|i| &session.utterances[i]);
-                    let language = u
-                        .and_then(|u| t.languages.get(&u.file).cloned())
-                        .or_else(|| forced.clone());
+                    let language = s.language.clone().or_else(|| forced.clone());
                     segments.push(segment_row(
                         position, &session, &labels, utterance, s, language,
                     ));

@@ -34,7 +34,6 @@ fn session(data: &Path, guild: u64, id: &str, texts: &[&str]) -> SessionDir {
         },
     ];
     let mut segments = Vec::new();
-    let mut languages = serde_json::Map::new();
     for (i, t) in texts.iter().enumerate() {
         let user = if i % 2 == 0 { 7 } else { 8 };
         let start = i as f64 * 10.0;
@@ -51,7 +50,6 @@ fn session(data: &Path, guild: u64, id: &str, texts: &[&str]) -> SessionDir {
             sample_rate: 16_000,
             channels: 1,
         });
-        languages.insert(file, json!(if i % 2 == 0 { "en" } else { "pt" }));
         let words: Vec<_> = t
             .split(' ')
             .enumerate()
@@ -60,13 +58,14 @@ fn session(data: &Path, guild: u64, id: &str, texts: &[&str]) -> SessionDir {
         segments.push(json!({
             "speaker": if user == 7 { "Ann" } else { "8" }, "start": start + 1.0, "end": start + 4.0,
             "text": format!(" {t}"), "avg_logprob": -0.2, "no_speech_prob": 0.01, "words": words,
+            "language": if i % 2 == 0 { "en" } else { "pt" },
         }));
     }
     let dir = Store::new(data).session_dir(&s).unwrap();
     dir.save(&s).unwrap();
     let doc = json!({
         "schema": "nina.transcript/1", "model": {"name": "whisper-test", "sha256": "ab"},
-        "options": {"language": null}, "segments": segments, "dropped": [], "languages": languages,
+        "options": {"language": null}, "segments": segments, "dropped": [],
     });
     dir.write("transcript.json", doc.to_string().as_bytes())
         .unwrap();

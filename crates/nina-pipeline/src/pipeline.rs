@@ -664,12 +664,8 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let mut segments = Vec::new();
         let mut dropped = Vec::new();
-        let mut languages = std::collections::BTreeMap::new();
         for (u, t) in session.utterances.iter().zip(results) {
             let Some(t) = t else { continue };
-            if let Some(l) = &t.language {
-                languages.insert(u.file.clone(), l.clone());
-            }
             let speaker = session.speaker_label(u.user_id);
             let t = t.shifted(u.start);
             let language = t.language.clone();
@@ -684,7 +680,7 @@ impl Pipeline {
                 reason: d.reason,
             }));
         }
-        let mut doc = TranscriptDocument::new(
+        let doc = TranscriptDocument::new(
             ModelInfo {
                 name: model.name().to_string(),
                 sha256: sha.to_string(),
@@ -693,7 +689,6 @@ impl Pipeline {
             segments,
             dropped,
         );
-        doc.languages = languages;
         dir.write(TRANSCRIPT_JSON, doc.to_json().as_bytes())?;
         dir.write(TRANSCRIPT_SRT, doc.to_srt().as_bytes())?;
         dir.write(TRANSCRIPT_VTT, doc.to_vtt().as_bytes())?;

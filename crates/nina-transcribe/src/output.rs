@@ -66,10 +66,6 @@ pub struct TranscriptDocument {
     pub segments: Vec<SpeakerSegment>,
     /// Dropped segments, with reasons.
     pub dropped: Vec<SpeakerDropped>,
-    /// Language of each transcribed utterance (detected or given), by utterance file: what
-    /// the search index files segments under.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub languages: std::collections::BTreeMap<String, String>,
 }
 
 impl TranscriptDocument {
@@ -92,7 +88,6 @@ impl TranscriptDocument {
             options: options.result_options(),
             segments,
             dropped,
-            languages: Default::default(),
         }
     }
 
