@@ -529,12 +529,12 @@ mod tests {
         assert!(vocabulary_from_tokenizer_json(r#"{"model":{"vocab":{"\u0001":0}}}"#).is_err());
     }
 
-    #[test]
-    fn tiny_synthetic_model_converts() {
-        use crate::ct2::tests::write_model;
-        use nina_models::inspect_ggml;
-        let n = 2usize;
-        let f16s = |count: usize| vec![0u8; count * 2];
+    /// The variables of a one-layer CTranslate2 Whisper model of width `n`, f16 values from
+    /// `f16s(count)`: (name, dims, dtype, bytes).
+    fn synthetic_vars(
+        n: usize,
+        f16s: impl Fn(usize) -> Vec<u8>,
+    ) -> Vec<(String, Vec<u32>, u8, Vec<u8>)> {
         let mut vars: Vec<(String, Vec<u32>, u8, Vec<u8>)> = vec![
             (
                 "encoder/num_heads".into(),
@@ -581,49 +581,52 @@ mod tests {
             ),
             ("encoder/conv2/bias".into(), vec![n as u32], 4, f16s(n)),
         ];
-        let mut ln = |p: &str| {
+        for p in ["encoder/layer_norm", "decoder/layer_norm"] {
             vars.push((format!("{p}/gamma"), vec![n as u32], 4, f16s(n)));
             vars.push((format!("{p}/beta"), vec![n as u32], 4, f16s(n)));
-        };
-        ln("encoder/layer_norm");
-        ln("decoder/layer_norm");
+        }
         for side in ["encoder", "decoder"] {
             let l = format!("{side}/layer_0");
-            for p in ["self_attention/layer_norm", "ffn/layer_norm"] {
+            let mut norms = vec!["self_attention/layer_norm", "ffn/layer_norm"];
+            let mut lins = vec![
+                ("self_attention/linear_0", 3 * n, n),
+                ("self_attention/linear_1", n, n),
+                ("ffn/linear_0", 4 * n, n),
+                ("ffn/linear_1", n, 4 * n),
+            ];
+            if side == "decoder" {
+                norms.push("attention/layer_norm");
+                lins.extend([
+                    ("attention/linear_0", n, n),
+                    ("attention/linear_1", 2 * n, n),
+                    ("attention/linear_2", n, n),
+                ]);
+            }
+            for p in norms {
                 vars.push((format!("{l}/{p}/gamma"), vec![n as u32], 4, f16s(n)));
                 vars.push((format!("{l}/{p}/beta"), vec![n as u32], 4, f16s(n)));
             }
-            let mut lin = |name: &str, rows: usize, cols: usize| {
+            for (name, rows, cols) in lins {
+                let w = (rows as u32, cols as u32);
                 vars.push((
                     format!("{l}/{name}/weight"),
-                    vec![rows as u32, cols as u32],
+                    vec![w.0, w.1],
                     4,
                     f16s(rows * cols),
                 ));
                 vars.push((format!("{l}/{name}/bias"), vec![rows as u32], 4, f16s(rows)));
-            };
-            lin("self_attention/linear_0", 3 * n, n);
-            lin("self_attention/linear_1", n, n);
-            lin("ffn/linear_0", 4 * n, n);
-            lin("ffn/linear_1", n, 4 * n);
-            if side == "decoder" {
-                lin("attention/linear_0", n, n);
-                lin("attention/linear_1", 2 * n, n);
-                lin("attention/linear_2", n, n);
             }
         }
-        vars.push((
-            "decoder/layer_0/attention/layer_norm/gamma".into(),
-            vec![n as u32],
-            4,
-            f16s(n),
-        ));
-        vars.push((
-            "decoder/layer_0/attention/layer_norm/beta".into(),
-            vec![n as u32],
-            4,
-            f16s(n),
-        ));
+        vars
+    }
+
+    #[test]
+    fn tiny_synthetic_model_converts() {
+        use crate::ct2::tests::write_model;
+        use nina_models::inspect_ggml;
+        let n = 2usize;
+        let f16s = |count: usize| vec![0u8; count * 2];
+        let vars = synthetic_vars(n, f16s);
         let refs: Vec<(&str, Vec<u32>, u8, Vec<u8>)> = vars
             .iter()
             .map(|(a, b, c, d)| (a.as_str(), b.clone(), *c, d.clone()))
@@ -718,88 +721,7 @@ mod tests {
                 .flat_map(|i| f16::from_f32((i % 7) as f32 / 7.0 - 0.5).to_le_bytes())
                 .collect::<Vec<u8>>()
         };
-        let mut vars: Vec<(String, Vec<u32>, u8, Vec<u8>)> = vec![
-            (
-                "encoder/num_heads".into(),
-                vec![],
-                2,
-                1i16.to_le_bytes().to_vec(),
-            ),
-            (
-                "decoder/num_heads".into(),
-                vec![],
-                2,
-                1i16.to_le_bytes().to_vec(),
-            ),
-            (
-                "decoder/embeddings/weight".into(),
-                vec![3, n as u32],
-                4,
-                f16s(3 * n),
-            ),
-            (
-                "encoder/position_encodings/encodings".into(),
-                vec![4, n as u32],
-                4,
-                f16s(4 * n),
-            ),
-            (
-                "decoder/position_encodings/encodings".into(),
-                vec![5, n as u32],
-                4,
-                f16s(5 * n),
-            ),
-            (
-                "encoder/conv1/weight".into(),
-                vec![n as u32, 80, 3],
-                4,
-                f16s(n * 80 * 3),
-            ),
-            ("encoder/conv1/bias".into(), vec![n as u32], 4, f16s(n)),
-            (
-                "encoder/conv2/weight".into(),
-                vec![n as u32, n as u32, 3],
-                4,
-                f16s(n * n * 3),
-            ),
-            ("encoder/conv2/bias".into(), vec![n as u32], 4, f16s(n)),
-        ];
-        for p in ["encoder/layer_norm", "decoder/layer_norm"] {
-            vars.push((format!("{p}/gamma"), vec![n as u32], 4, f16s(n)));
-            vars.push((format!("{p}/beta"), vec![n as u32], 4, f16s(n)));
-        }
-        for side in ["encoder", "decoder"] {
-            let l = format!("{side}/layer_0");
-            let mut norms = vec!["self_attention/layer_norm", "ffn/layer_norm"];
-            let mut lins = vec![
-                ("self_attention/linear_0", 3 * n, n),
-                ("self_attention/linear_1", n, n),
-                ("ffn/linear_0", 4 * n, n),
-                ("ffn/linear_1", n, 4 * n),
-            ];
-            if side == "decoder" {
-                norms.push("attention/layer_norm");
-                lins.extend([
-                    ("attention/linear_0", n, n),
-                    ("attention/linear_1", 2 * n, n),
-                    ("attention/linear_2", n, n),
-                ]);
-            }
-            for p in norms {
-                vars.push((format!("{l}/{p}/gamma"), vec![n as u32], 4, f16s(n)));
-                vars.push((format!("{l}/{p}/beta"), vec![n as u32], 4, f16s(n)));
-            }
-            for (name, rows, cols) in lins {
-                let w = (rows as u32, cols as u32);
-                vars.push((
-                    format!("{l}/{name}/weight"),
-                    vec![w.0, w.1],
-                    4,
-                    f16s(rows * cols),
-                ));
-                vars.push((format!("{l}/{name}/bias"), vec![rows as u32], 4, f16s(rows)));
-            }
-        }
+        let vars = synthetic_vars(n, f16s);
         let refs: Vec<(&str, Vec<u32>, u8, Vec<u8>)> = vars
             .iter()
             .map(|(a, b, c, d)| (a.as_str(), b.clone(), *c, d.clone()))
