@@ -141,7 +141,8 @@ pub struct TranscribeSection {
     /// Whisper model id or ggml file.
     #[serde(default = "default_model")]
     pub model: String,
-    /// Language code; detected when absent.
+    /// Language code to force one, or several comma-separated (`pt,en`) to detect among them;
+    /// detected among all when absent.
     #[serde(default)]
     pub language: Option<String>,
     /// Names and jargon that condition the decoder.

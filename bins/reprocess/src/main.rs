@@ -217,8 +217,8 @@ struct Opts {
     /// Voice activity detector (auto: Silero when its model is present).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     vad: Vad,
-    /// Language code (`en`, `de`, ...); detected when absent. With `search` and `export`:
-    /// only segments in this language.
+    /// Language code (`en`, `de`, ...) to force one, or several (`pt,en`) to detect among them;
+    /// detected among all when absent. With `search` and `export`: only segments in this language.
     #[arg(long, global = true)]
     language: Option<String>,
     /// Names and jargon that condition the decoder.

@@ -1003,7 +1003,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Models, "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("ggml-base.bin") && msg.contains("fix:"), "{e}");
+        let file = catalog::DEFAULT_WHISPER.file;
+        assert!(msg.contains(file) && msg.contains("fix:"), "{e}");
         let silero = Pipeline::new(PipelineConfig {
             vad: VadChoice::Silero,
             models: ModelDir::new("/nonexistent"),

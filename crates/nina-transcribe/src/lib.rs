@@ -63,7 +63,9 @@ pub enum Decoding {
 /// Options of one transcription. Serialised into results so re-runs are comparable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscribeOptions {
-    /// Language code (`en`, `de`, ...) or `None` to detect it.
+    /// Language code (`en`, `de`, ...) to force one; several comma-separated (`pt,en`) to
+    /// detect among them only (a guild that speaks Portuguese and English); `None` to detect
+    /// among all Whisper knows.
     pub language: Option<String>,
     /// Translate to English instead of transcribing.
     pub translate: bool,

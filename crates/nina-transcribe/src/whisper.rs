@@ -133,10 +133,13 @@ impl WhisperTranscriber {
         &self.model
     }
 
+    /// The most probable language of `audio`, among `candidates` when there are any (the
+    /// probability is then relative to the candidates: they sum to 1).
     fn detect_language(
         &mut self,
         audio: &[f32],
         threads: usize,
+        candidates: &[&str],
     ) -> Result<(String, f32), TranscribeError> {
         let engine = |what: &str, e: whisper_rs::WhisperError| {
             TranscribeError::Engine(format!("{what}: {e:?}"))
@@ -148,14 +151,40 @@ impl WhisperTranscriber {
             .state
             .lang_detect(0, threads)
             .map_err(|e| engine("language detection", e))?;
-        let lang = whisper_rs::get_lang_str(id).unwrap_or("en").to_string();
-        let p = usize::try_from(id)
-            .ok()
-            .and_then(|i| probs.get(i))
+        let prob = |id: i32| {
+            usize::try_from(id)
+                .ok()
+                .and_then(|i| probs.get(i))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        if candidates.is_empty() {
+            let lang = whisper_rs::get_lang_str(id).unwrap_or("en").to_string();
+            return Ok((lang, prob(id)));
+        }
+        let scored: Vec<(&str, f32)> = candidates
+            .iter()
+            .map(|c| (*c, whisper_rs::get_lang_id(c).map_or(0.0, prob)))
+            .collect();
+        let total: f32 = scored.iter().map(|(_, p)| p).sum();
+        let (best, p) = scored
+            .iter()
             .copied()
-            .unwrap_or(0.0);
-        Ok((lang, p))
+            .fold(scored[0], |a, b| if b.1 > a.1 { b } else { a });
+        let p = if total > 0.0 { p / total } else { 0.0 };
+        Ok((best.to_string(), p))
     }
+}
+
+/// The language codes of `TranscribeOptions::language`: one forces it, several (comma-separated)
+/// restrict detection to them, none detects among all.
+pub(crate) fn language_codes(language: Option<&str>) -> Vec<&str> {
+    language
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 /// Checks options before any model is loaded: threads, temperatures, beam sizes and that the
@@ -171,8 +200,9 @@ pub fn check_options(o: &TranscribeOptions) -> Result<(), TranscribeError> {
             "temperatures must lie in [0, 1]".into(),
         ));
     }
-    if let Some(l) = &o.language
-        && whisper_rs::get_lang_id(l).is_none()
+    if let Some(l) = language_codes(o.language.as_deref())
+        .into_iter()
+        .find(|l| whisper_rs::get_lang_id(l).is_none())
     {
         return Err(TranscribeError::Options(format!(
             "unknown language code `{l}`"
@@ -238,10 +268,11 @@ impl Transcriber for WhisperTranscriber {
         let offset = pad as f64 / f64::from(SAMPLE_RATE);
         let threads = usize::from(options.threads);
 
-        let (language, language_probability) = match (&options.language, self.model.multilingual) {
-            (Some(l), _) => (l.clone(), 1.0),
-            (None, false) => ("en".to_string(), 1.0),
-            (None, true) => self.detect_language(input, threads)?,
+        let codes = language_codes(options.language.as_deref());
+        let (language, language_probability) = match (codes.as_slice(), self.model.multilingual) {
+            ([one], _) => ((*one).to_string(), 1.0),
+            (_, false) => ("en".to_string(), 1.0),
+            (candidates, true) => self.detect_language(input, threads, candidates)?,
         };
 
         let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
@@ -600,6 +631,12 @@ mod tests {
             ..TranscribeOptions::default()
         };
         assert!(check_options(&o).is_err());
+        o.language = Some("pt, en".into());
+        assert!(check_options(&o).is_ok());
+        o.language = Some("pt,klingon".into());
+        assert!(check_options(&o).is_err());
+        assert_eq!(language_codes(Some(" pt, en ,")), ["pt", "en"]);
+        assert!(language_codes(None).is_empty());
         o = TranscribeOptions {
             decoding: Decoding::Beam { beam_size: 0 },
             ..TranscribeOptions::default()
