@@ -6,25 +6,23 @@ use nina_eval::testdata;
 use nina_models::{ModelDir, catalog};
 use nina_transcribe::{DropReason, TranscribeError, TranscribeOptions, Transcriber, WhisperModel};
 
+/// A catalogue model from the set-up models directory (panics naming the fix when missing).
+fn load(spec: &catalog::ModelSpec) -> WhisperModel {
+    let path = ModelDir::new(testdata::models_dir())
+        .require(spec)
+        .unwrap_or_else(|e| panic!("{e}"));
+    WhisperModel::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn base() -> &'static WhisperModel {
     static MODEL: OnceLock<WhisperModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let path = ModelDir::new(testdata::models_dir())
-            .require(&catalog::DEFAULT_WHISPER)
-            .unwrap_or_else(|e| panic!("{e}"));
-        WhisperModel::load(&path).unwrap_or_else(|e| panic!("{e}"))
-    })
+    MODEL.get_or_init(|| load(&catalog::DEFAULT_WHISPER))
 }
 
 /// Whisper tiny.en: for tests whose point is plumbing (chunking, the pool), not accuracy.
 fn tiny() -> &'static WhisperModel {
     static MODEL: OnceLock<WhisperModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let path = ModelDir::new(testdata::models_dir())
-            .require(&catalog::WHISPER_TINY_EN)
-            .unwrap_or_else(|e| panic!("{e}"));
-        WhisperModel::load(&path).unwrap_or_else(|e| panic!("{e}"))
-    })
+    MODEL.get_or_init(|| load(&catalog::WHISPER_TINY_EN))
 }
 
 fn english() -> TranscribeOptions {
