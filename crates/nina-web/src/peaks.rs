@@ -242,7 +242,8 @@ pub fn session_seconds(s: &Session) -> f64 {
 }
 
 /// Peaks of every user of a session, from its utterance WAVs laid on the session clock
-/// (silence between them), each at its utterance's sample rate.
+/// (silence between them), each at its utterance's sample rate. Users none of whose audio is
+/// left get none.
 pub fn compute_session(
     dir: &SessionDir,
     s: &Session,
@@ -257,6 +258,7 @@ pub fn compute_session(
         list.sort_by(|a, b| a.start.total_cmp(&b.start));
         let rate = list.first().map(|u| u.sample_rate).unwrap_or(48_000);
         let mut b = PeaksBuilder::new(rate);
+        let mut heard = false;
         for u in list {
             let path = dir.file(&u.file)?;
             let wav = match nina_store::read_wav(&path, (rate as usize) * 3600 * 2) {
@@ -266,6 +268,7 @@ pub fn compute_session(
                     continue;
                 }
             };
+            heard = true;
             let at = (u.start.max(0.0) * f64::from(rate)).round() as u64;
             b.pad_to(at);
             if wav.sample_rate == rate {
@@ -285,15 +288,24 @@ pub fn compute_session(
                 b.push(&mono);
             }
         }
+        if !heard {
+            // No audio left (pruned, forgotten): no waveform rather than a flat one.
+            continue;
+        }
         b.pad_to((total * f64::from(rate)).round() as u64);
         out.insert(user, b.finish());
     }
     Ok(out)
 }
 
-/// Users of the session whose peaks file is missing.
+/// Users of the session with utterance audio on disk whose peaks file is missing.
 pub fn missing(dir: &SessionDir, s: &Session) -> Vec<u64> {
-    let mut users: Vec<u64> = s.utterances.iter().map(|u| u.user_id).collect();
+    let mut users: Vec<u64> = s
+        .utterances
+        .iter()
+        .filter(|u| dir.file(&u.file).is_ok_and(|p| p.is_file()))
+        .map(|u| u.user_id)
+        .collect();
     users.sort_unstable();
     users.dedup();
     users

@@ -50,7 +50,8 @@ impl Browser {
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                          "--autoplay-policy=no-user-gesture-required", "--window-size=1280,860",
-                         "--disable-gpu", "--mute-audio"]
+                         "--disable-gpu", "--mute-audio", "--disable-background-timer-throttling",
+                         "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows"]
             }),
         );
         let url = format!("http://127.0.0.1:{port}");
