@@ -155,7 +155,11 @@ async fn live_latency_keep(b: &Browser, srv: &common::Server, pages: usize) -> V
     // Browsers open at most 6 HTTP/1.1 connections per origin and each page holds one for its
     // stream: half the pages use 127.0.0.1, the other half localhost.
     let url = |i: usize| {
-        let host = if i.is_multiple_of(2) { "127.0.0.1" } else { "localhost" };
+        let host = if i.is_multiple_of(2) {
+            "127.0.0.1"
+        } else {
+            "localhost"
+        };
         format!("http://{host}:{}/live", srv.addr.port())
     };
     let first = b.client.window().await.unwrap();

@@ -177,6 +177,36 @@ impl LiveHub {
         });
     }
 
+    /// Adds or replaces one channel (by channel id): what each recording pushes.
+    pub fn upsert_channel(&self, channel: Channel) {
+        self.inner.channels.send_if_modified(|c| {
+            match c.iter_mut().find(|x| x.channel_id == channel.channel_id) {
+                Some(x) if *x == channel => return false,
+                Some(x) => *x = channel,
+                None => c.push(channel),
+            }
+            true
+        });
+    }
+
+    /// Removes a channel (its recording ended) and its members' speaking levels.
+    pub fn remove_channel(&self, channel_id: u64) {
+        let mut gone = Vec::new();
+        self.inner.channels.send_if_modified(|c| {
+            let before = c.len();
+            c.retain(|x| {
+                if x.channel_id == channel_id {
+                    gone.extend(x.members.iter().map(|m| m.user_id));
+                }
+                x.channel_id != channel_id
+            });
+            c.len() != before
+        });
+        for u in gone {
+            self.speaking(u, 0.0);
+        }
+    }
+
     /// Replaces the health shown.
     pub fn set_health(&self, health: Health) {
         self.inner.health.send_if_modified(|h| {
@@ -328,6 +358,34 @@ mod tests {
         assert_eq!(sub.utterances.recv().await.unwrap().id, id);
         drop(sub);
         assert_eq!(hub.pages(), 0);
+    }
+
+    #[test]
+    fn channels_are_added_replaced_and_removed() {
+        let hub = LiveHub::new();
+        let ch = |id: u64, members: Vec<u64>| Channel {
+            guild_id: 1,
+            guild_name: None,
+            channel_id: id,
+            channel_name: None,
+            session_id: "s".into(),
+            members: members
+                .into_iter()
+                .map(|user_id| Member {
+                    user_id,
+                    name: user_id.to_string(),
+                })
+                .collect(),
+        };
+        hub.upsert_channel(ch(5, vec![1]));
+        hub.upsert_channel(ch(6, vec![2]));
+        hub.upsert_channel(ch(5, vec![1, 3]));
+        assert_eq!(hub.channels().len(), 2);
+        assert_eq!(hub.channels()[0].members.len(), 2);
+        hub.speaking(3, 0.9);
+        hub.remove_channel(5);
+        assert_eq!(hub.channels().len(), 1);
+        assert!(hub.inner.levels.borrow().is_empty());
     }
 
     #[test]
