@@ -37,6 +37,9 @@ async fn session_page_click_on_a_line_seeks_the_audio() {
     .await;
     b.until("return document.getElementById('line3').classList.contains('current')")
         .await;
+    // The audio itself is loaded (not only a start position remembered).
+    b.until("const a = document.getElementById('player'); return a.readyState >= 1 && Math.abs(a.duration - 20) < 0.1")
+        .await;
     b.screenshot("session").await;
     b.close().await;
 }
