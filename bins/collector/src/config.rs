@@ -49,6 +49,21 @@ pub struct Config {
     /// Voiceprints.
     #[serde(default)]
     pub voiceprints: VoiceprintsSection,
+    /// The operators' web page.
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+/// `[web]`: the operators' web page (live view and stored sessions), off unless `listen` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// Address to serve on (`127.0.0.1:PORT`); anything but loopback needs `token_file`.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// A file holding the access token (never recorded in `session.json`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[voiceprints]`.
@@ -254,6 +269,12 @@ impl Config {
         if self.transcribe.workers == 0 || self.transcribe.workers > 64 {
             bail!("transcribe.workers must be 1 to 64");
         }
+        if let Some(addr) = self.web.listen
+            && self.web.token_file.is_none()
+            && !addr.ip().is_loopback()
+        {
+            bail!("web.listen {addr} is not a loopback address: set web.token_file too");
+        }
         let m = self.voiceprints.max_seconds;
         if !(m.is_finite() && (3.0..=3600.0).contains(&m)) {
             bail!("voiceprints.max_seconds must be 3 to 3600");
@@ -369,6 +390,7 @@ mod tests {
             "follow = true",
             "[[channels]]\nguild = 0\nchannel = 1",
             "[commands]\nprefix = \"a b\"",
+            "[web]\nlisten = \"0.0.0.0:8090\"",
         ] {
             let cfg: Result<Config> = toml::from_str::<Config>(bad)
                 .map_err(anyhow::Error::from)

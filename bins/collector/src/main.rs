@@ -15,6 +15,7 @@ mod index;
 mod optout;
 mod recover;
 mod session;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -91,6 +91,8 @@ pub struct SessionJob {
     pub enrol: Option<(std::path::PathBuf, f64)>,
     /// The data directory, whose search index the session keeps up to date (when it has one).
     pub data: std::path::PathBuf,
+    /// The web page's live view, when served.
+    pub live: Option<nina_web::LiveHub>,
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -157,6 +159,7 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
         reports,
         enrol,
         data,
+        live: hub,
     } = job;
     let mut index = crate::index::IndexUpdates::new(data, dir.clone());
     let started_at_ms = unix_ms(recording.started_at);
@@ -182,6 +185,19 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
     let mut live = LiveSession::start(&pipeline, dir.clone(), skeleton, opts, workers)
         .context("cannot start the session")?;
     tracing::info!(dir = %dir.root().display(), "session started");
+    let mut feed = hub.map(|hub| {
+        crate::web::LiveFeed::new(
+            hub,
+            nina_web::Channel {
+                guild_id: guild.id,
+                guild_name: guild.name.clone(),
+                channel_id: channel.id,
+                channel_name: channel.name.clone(),
+                session_id: live.session().id.clone(),
+                members: vec![],
+            },
+        )
+    });
     let mut names = std::collections::HashMap::<u64, String>::new();
     // A transcript that came back, to the bot (printed, and posted as a caption).
     let caption = |t: LiveText, names: &std::collections::HashMap<u64, String>| {
@@ -229,6 +245,9 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                             continue; // dropped at capture: never written anywhere
                         }
                         last_audio = last_audio.max(f.frame);
+                        if let Some(feed) = feed.as_mut() {
+                            feed.audio(f.user.0, f.frame, f.pcm.as_deref());
+                        }
                         live.audio(f.user.0, f.frame, f.opus.as_deref(), f.pcm.as_deref())?;
                     }
                     CaptureEvent::Joined { frame, member } => {
@@ -238,18 +257,30 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
                         if let Some(n) = &member.name {
                             names.insert(member.user.0, n.clone());
                         }
+                        if let Some(feed) = feed.as_mut() {
+                            feed.joined(member.user.0, member.name.as_deref());
+                        }
                         live.joined(frame, member.user.0, member.name);
                     }
                     CaptureEvent::Left { frame, user } => {
                         if !optout.contains(guild.id, user.0) {
                             live.left(frame, user.0)?;
+                            if let Some(feed) = feed.as_mut() {
+                                feed.left(user.0);
+                            }
                         }
                     }
                     CaptureEvent::Disconnected { frame, reason } => {
                         tracing::warn!(reason, "voice connection lost");
                         down_since.get_or_insert(frame);
+                        if let Some(feed) = feed.as_mut() {
+                            feed.connection(false);
+                        }
                     }
                     CaptureEvent::Connected { frame, reconnect } => {
+                        if let Some(feed) = feed.as_mut() {
+                            feed.connection(true);
+                        }
                         if let Some((start, reason)) = dave_rejoin.take() {
                             down_since = None;
                             live.gap(start, frame, None, &format!("DAVE: {reason}; rejoined"));
@@ -295,6 +326,17 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
             status
                 .utterances
                 .store(live.session().utterances.len() as u64, Ordering::Relaxed);
+            if let Some(feed) = feed.as_ref()
+                && let Ok(text) = &t.text
+                && !text.is_empty()
+            {
+                let u = &t.utterance;
+                let speaker = names
+                    .get(&u.user_id)
+                    .cloned()
+                    .unwrap_or_else(|| u.user_id.to_string());
+                feed.utterance(u.user_id, &speaker, u.start, u.end, text);
+            }
             caption(t, &names);
         }
         status
@@ -328,6 +370,18 @@ fn record(job: SessionJob) -> Result<(SessionDir, bool)> {
             let record = dave.record();
             *status.dave.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
             live.set_dave(record);
+        }
+        if let Some(feed) = feed.as_mut() {
+            let d = status
+                .dave
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            feed.tick(
+                recording.now(),
+                live.pending(),
+                &crate::dave::status_line(d.as_ref()),
+            );
         }
         if stopping {
             break;

@@ -82,9 +82,12 @@ pub fn remove_audio(dir: &SessionDir, s: &Session, user: Option<u64>) -> anyhow:
         }
         let _ = std::fs::remove_dir(&folder); // only when empty
         freed.remove(&root.join(nina_store::track_file(*u)))?;
+        // Waveform peaks are drawn from the user's voice: they go with it.
+        freed.remove(&root.join(nina_store::peaks::peaks_file(*u)))?;
     }
     let _ = std::fs::remove_dir(root.join("audio"));
     let _ = std::fs::remove_dir(root.join(TRACKS_DIR));
+    let _ = std::fs::remove_dir(root.join(nina_store::peaks::PEAKS_DIR));
     freed.remove(&root.join(MIX_WAV))?;
     Ok(freed)
 }
@@ -127,6 +130,7 @@ fn holds(dir: &SessionDir, s: &Session, user: u64) -> bool {
             .is_some_and(|d| d.users.iter().any(|u| u.user_id == user))
         || root.join("audio").join(user.to_string()).exists()
         || root.join(nina_store::track_file(user)).exists()
+        || root.join(nina_store::peaks::peaks_file(user)).exists()
         || read_json(&root.join(nina_index::DIARIZATION_JSON))
             .ok()
             .flatten()

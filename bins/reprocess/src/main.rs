@@ -4,6 +4,7 @@
 
 mod data;
 mod erase;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -171,6 +172,27 @@ enum Command {
         /// Only in this guild.
         #[arg(long)]
         guild: Option<u64>,
+    },
+    /// Serve the operators' web page over a data directory: sessions (list, filters), each
+    /// session's lanes, playback and synced transcript, downloads, search, and erasure of a
+    /// user (with confirmation, in DATA/audit.jsonl). Updates the index first.
+    Serve {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on; anything but loopback needs --token-file.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A file holding the access token (16-256 of A-Z a-z 0-9 _ - . ~); the browser
+        /// opens /login?token=… once.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Compute waveform peaks (DATA/…/peaks/<user>.dat, min/max per 10 ms) for sessions that
+    /// lack them; the collector writes them while recording.
+    Peaks {
+        /// The data directory.
+        data: PathBuf,
     },
     /// Delete audio older than the retention rules of DATA/retention.json allow (per guild),
     /// keeping transcripts where the rule says so.
@@ -815,6 +837,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => return data::export(&data, &filters, cli.opts.language.as_deref(), &args),
         Command::Forget { data, user, guild } => return erase::forget(&data, user, guild),
         Command::Prune { data, dry_run } => return data::prune(&data, dry_run),
+        Command::Serve {
+            data,
+            listen,
+            token_file,
+        } => return web::serve(&data, listen, token_file.as_deref()),
+        Command::Peaks { data } => return web::peaks(&data),
         other => other,
     };
     let diarize = cli.opts.diarize_config()?.map(|cfg| DiarizeRun {
@@ -917,6 +945,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Search { .. }
         | Command::Export { .. }
         | Command::Forget { .. }
+        | Command::Serve { .. }
+        | Command::Peaks { .. }
         | Command::Prune { .. } => Ok(()),
         Command::All { data } => {
             let dirs = Store::new(&data)

@@ -13,6 +13,7 @@
 pub mod audio;
 mod lock;
 mod names;
+pub mod peaks;
 mod schema;
 pub mod track;
 pub mod voiceprints;

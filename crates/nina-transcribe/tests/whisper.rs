@@ -25,10 +25,19 @@ fn tiny() -> &'static WhisperModel {
     MODEL.get_or_init(|| load(&catalog::WHISPER_TINY_EN))
 }
 
+/// The default options on one thread: the harness runs two tests at once on CI's two cores,
+/// and whisper.cpp's spinning threads slow down many times over when they outnumber the cores.
+fn defaults() -> TranscribeOptions {
+    TranscribeOptions {
+        threads: 1,
+        ..TranscribeOptions::default()
+    }
+}
+
 fn english() -> TranscribeOptions {
     TranscribeOptions {
         language: Some("en".into()),
-        ..TranscribeOptions::default()
+        ..defaults()
     }
 }
 
@@ -103,7 +112,7 @@ fn language_is_detected_with_probability() {
     let out = base()
         .transcriber()
         .unwrap()
-        .transcribe(&audio, &TranscribeOptions::default())
+        .transcribe(&audio, &defaults())
         .unwrap();
     assert_eq!(out.language.as_deref(), Some("en"));
     let p = out.language_probability.unwrap();
@@ -127,9 +136,7 @@ fn language_is_detected_with_probability() {
 fn silence_and_noise_give_no_text() {
     let mut t = base().transcriber().unwrap();
     let silence = vec![0.0f32; 16_000 * 3];
-    let out = t
-        .transcribe(&silence, &TranscribeOptions::default())
-        .unwrap();
+    let out = t.transcribe(&silence, &defaults()).unwrap();
     assert!(out.segments.is_empty(), "{:?}", out.segments);
     assert!(matches!(out.dropped[0].reason, DropReason::Silence { .. }));
 
@@ -143,7 +150,7 @@ fn silence_and_noise_give_no_text() {
             ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.35
         })
         .collect();
-    let out = t.transcribe(&noise, &TranscribeOptions::default()).unwrap();
+    let out = t.transcribe(&noise, &defaults()).unwrap();
     assert_eq!(
         out.text(),
         "",
@@ -428,7 +435,7 @@ fn the_language_is_detected_per_utterance_and_can_be_forced() {
     // Greedy: the point is the language, and this keeps the test short.
     let detect = TranscribeOptions {
         decoding: nina_transcribe::Decoding::Greedy { best_of: 1 },
-        ..TranscribeOptions::default()
+        ..defaults()
     };
     let among = TranscribeOptions {
         language: Some("pt,es,de,fr,en".into()),

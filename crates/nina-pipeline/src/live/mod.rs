@@ -1,8 +1,9 @@
 //! The live pipeline: what `reprocess` does on a file, done on each user's stream as it arrives.
 //!
 //! A [`LiveSession`] takes 20 ms frames per user (the Opus packet as received and, when decoding,
-//! its audio), keeps each user's archival Ogg Opus track on the session clock, has the decoded
-//! audio cut into utterances on the [`SegmentWorkers`] threads, writes the utterances at once and
+//! its audio), keeps each user's archival Ogg Opus track on the session clock and, when decoding,
+//! their waveform peaks (`peaks/<user>.dat`, written every `peaks_every` and at the end), has the
+//! decoded audio cut into utterances on the [`SegmentWorkers`] threads, writes the utterances at once and
 //! hands them to a [`LiveTranscriber`]; both are shared by every session of the process
 //! ([`LiveWorkers`]). Everything here blocks (files, fsync, models): run it on a thread of its
 //! own, never on an async runtime.
@@ -20,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nina_segment::{SampleFormat, StreamFormat, Utterance};
+use nina_store::peaks::{PeaksBuilder, peaks_file};
 use nina_store::{Gap, OpusTrackWriter, Presence, Session, SessionDir, TrackRecord, track_file};
 use nina_transcribe::{Transcript, TranscriptionPool};
 use serde::{Deserialize, Serialize};
@@ -256,6 +258,8 @@ pub struct LiveOptions {
     pub checkpoint_every: Duration,
     /// A user silent this long has their open utterance closed (seconds).
     pub idle_close: f64,
+    /// How often the waveform peaks of a decoding session are rewritten.
+    pub peaks_every: Duration,
 }
 
 impl Default for LiveOptions {
@@ -265,6 +269,7 @@ impl Default for LiveOptions {
             track_channels: 2,
             checkpoint_every: Duration::from_secs(1),
             idle_close: 0.6,
+            peaks_every: Duration::from_secs(10),
         }
     }
 }
@@ -283,6 +288,8 @@ struct UserStream {
     last_frame: u64,
     /// Audio was pushed since the user's utterance was last closed.
     open: bool,
+    /// Waveform peaks of the decoded audio on the session clock (when decoding).
+    peaks: Option<PeaksBuilder>,
 }
 
 /// One voice channel being recorded into one session directory.
@@ -297,6 +304,7 @@ pub struct LiveSession {
     pending: usize,
     skipped: u64,
     last_checkpoint: Instant,
+    last_peaks: Instant,
     dirty: bool,
 }
 
@@ -357,6 +365,7 @@ impl LiveSession {
             pending: 0,
             skipped: 0,
             last_checkpoint: Instant::now(),
+            last_peaks: Instant::now(),
             dirty: false,
         })
     }
@@ -455,12 +464,14 @@ impl LiveSession {
                     ("NINA_USER".into(), user_id.to_string()),
                 ],
             )?;
+            let peaks = self.opts.decode.map(|(rate, _)| PeaksBuilder::new(rate));
             self.users.insert(
                 user_id,
                 UserStream {
                     track,
                     last_frame: 0,
                     open: false,
+                    peaks,
                 },
             );
             self.dirty = true;
@@ -480,6 +491,7 @@ impl LiveSession {
         pcm: Option<&[i16]>,
     ) -> Result<(), PipelineError> {
         let decoded = pcm.is_some() && self.streams.is_some();
+        let format = self.opts.decode;
         let s = self.stream(user_id)?;
         if let Some(p) = opus {
             s.track.push(frame * FRAME_SAMPLES_48K, p)?;
@@ -487,6 +499,12 @@ impl LiveSession {
         s.last_frame = frame;
         if decoded {
             s.open = true;
+        }
+        if let (Some(peaks), Some(pcm), Some((rate, channels))) = (s.peaks.as_mut(), pcm, format) {
+            // Laid on the session clock: silence up to this frame, then its samples.
+            peaks.pad_to(frame * u64::from(rate) / 50);
+            let samples: Vec<f32> = pcm.iter().map(|&x| f32::from(x) / 32_768.0).collect();
+            peaks.push_interleaved(&samples, channels);
         }
         if let (Some(streams), Some(pcm)) = (self.streams.as_mut(), pcm) {
             streams.push(user_id, pcm, seconds(frame))?;
@@ -560,6 +578,9 @@ impl LiveSession {
         if self.last_checkpoint.elapsed() >= self.opts.checkpoint_every {
             self.checkpoint()?;
         }
+        if self.last_peaks.elapsed() >= self.opts.peaks_every {
+            self.write_peaks(None)?;
+        }
         self.collect(Duration::ZERO)
     }
 
@@ -573,6 +594,23 @@ impl LiveSession {
             self.dirty = false;
         }
         self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Rewrites every user's peaks file; at the end (`end`, a frame) each is padded to it.
+    fn write_peaks(&mut self, end: Option<u64>) -> Result<(), PipelineError> {
+        let rate = self.opts.decode.map_or(0, |(r, _)| u64::from(r));
+        for (user, s) in &mut self.users {
+            if let Some(b) = s.peaks.as_mut() {
+                if let Some(end) = end {
+                    b.pad_to(end * rate / 50);
+                }
+                self.writer
+                    .dir()
+                    .write(&peaks_file(*user), &b.snapshot().to_bytes())?;
+            }
+        }
+        self.last_peaks = Instant::now();
         Ok(())
     }
 
@@ -631,6 +669,7 @@ impl LiveSession {
         while self.pending > 0 && Instant::now() < deadline {
             texts.extend(self.collect(deadline.saturating_duration_since(Instant::now()))?);
         }
+        self.write_peaks(Some(end))?;
         let end_samples = end * FRAME_SAMPLES_48K;
         let mut tracks = Vec::new();
         for (user_id, s) in std::mem::take(&mut self.users) {
@@ -897,6 +936,20 @@ mod tests {
         assert_eq!(ann.presence[0].left, Some(5.2), "still there at the end");
         assert_eq!(s.gaps.len(), 1);
         assert_eq!(sd.load().unwrap(), s);
+        // Waveform peaks on the session clock, 10 ms a pair, as long as the session: loud
+        // where each spoke, flat elsewhere.
+        for (user, loud) in [(1u64, 100..300), (2, 200..400)] {
+            let bytes = std::fs::read(sd.root().join(peaks_file(user))).unwrap();
+            let p = nina_store::peaks::Peaks::from_bytes(&bytes).unwrap();
+            assert_eq!(p.pairs.len(), 520, "{user}");
+            for (i, &(lo, hi)) in p.pairs.iter().enumerate() {
+                if loud.contains(&i) {
+                    assert!(lo <= -30 && hi >= 30, "{user} pixel {i}: {lo} {hi}");
+                } else {
+                    assert_eq!((lo, hi), (0, 0), "{user} pixel {i}");
+                }
+            }
+        }
     }
 
     #[test]
