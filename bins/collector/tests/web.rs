@@ -83,4 +83,30 @@ async fn live_page_shows_the_speaker_and_the_finished_utterance_of_a_fake_call()
     b.screenshot("live-fake-call").await;
     b.close().await;
     let _ = bot.sigterm().await;
+    // The recording wrote Ann's waveform peaks as it went: 10 ms a pair over the whole session,
+    // loud for about as long as she spoke.
+    let sessions = nina_store::Store::new(data.path()).sessions().unwrap();
+    let root = sessions[0].root();
+    let bytes = std::fs::read(root.join(nina_store::peaks::peaks_file(ann)))
+        .expect("peaks written while recording");
+    let peaks = nina_store::peaks::Peaks::from_bytes(&bytes).unwrap();
+    let session = sessions[0].load().unwrap();
+    let seconds = (session.ended_at_ms.unwrap() - session.started_at_ms) as f64 / 1000.0;
+    assert!(
+        (peaks.duration() - seconds).abs() < 0.5,
+        "{} s of peaks for {seconds} s",
+        peaks.duration()
+    );
+    let loud = peaks
+        .pairs
+        .iter()
+        .filter(|(lo, hi)| i16::from(*hi) - i16::from(*lo) > 10)
+        .count() as f64
+        / 100.0;
+    let wav = nina_store::read_wav(&clips[0].path, 48_000 * 60).unwrap();
+    let played = wav.samples.len() as f64 / f64::from(wav.channels) / f64::from(wav.sample_rate);
+    assert!(
+        loud > played * 0.3 && loud <= played + 0.5,
+        "{loud} s loud in the peaks, {played} s played"
+    );
 }

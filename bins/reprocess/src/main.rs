@@ -188,7 +188,7 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
-    /// Compute waveform peaks (DATA/…/peaks/<user>.dat, min/max per 10 ms) for sessions that
+    /// Compute waveform peaks (`DATA/…/peaks/<user>.dat`, min/max per 10 ms) for sessions that
     /// lack them; the collector writes them while recording.
     Peaks {
         /// The data directory.
