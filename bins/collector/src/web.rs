@@ -18,10 +18,8 @@ pub async fn start(cfg: &Config) -> Result<Option<LiveHub>> {
     };
     let token = match &cfg.web.token_file {
         Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read web.token_file {}", f.display()))?
-                .trim()
-                .to_string(),
+            nina_web::read_token(f)
+                .with_context(|| format!("cannot read web.token_file {}", f.display()))?,
         ),
         None => None,
     };

@@ -33,10 +33,8 @@ pub fn serve(data: &Path, listen: SocketAddr, token_file: Option<&Path>) -> anyh
     }
     let token = match token_file {
         Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading the token file {}", f.display()))?
-                .trim()
-                .to_string(),
+            nina_web::read_token(f)
+                .with_context(|| format!("reading the token file {}", f.display()))?,
         ),
         None => None,
     };

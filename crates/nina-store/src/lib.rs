@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 pub use audio::{WavAudio, WavEncoding, read_wav, write_wav};
 pub use lock::{LOCK_FILE, SessionLock};
-pub use names::{date_of_unix_ms, is_safe_id, is_safe_relative, utterance_file};
+pub use names::{
+    date_of_unix_ms, is_date, is_numeric_id, is_safe_id, is_safe_relative, utterance_file,
+};
 pub use schema::{
     CURRENT_VERSION, DaveRecord, DaveUserLoss, Failure, Gap, Participant, Place, Presence,
     Processing, Recorder, SCHEMA, SchemaError, Session, TrackRecord, UtteranceRecord, track_file,

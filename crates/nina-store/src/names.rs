@@ -22,11 +22,13 @@ pub fn is_safe_relative(s: &str) -> bool {
         })
 }
 
-pub(crate) fn is_numeric_id(s: &str) -> bool {
+/// A Discord id as the layout names folders: 1 to 20 ASCII digits.
+pub fn is_numeric_id(s: &str) -> bool {
     (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub(crate) fn is_date(s: &str) -> bool {
+/// A date folder of the layout: `YYYY-MM-DD` (digits and dashes in place).
+pub fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 10
         && b.iter().enumerate().all(|(i, c)| {

@@ -79,6 +79,11 @@ impl WebConfig {
     }
 }
 
+/// Reads an access token kept in a file (surrounding whitespace and the newline dropped).
+pub fn read_token(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
 struct Inner {
     data: PathBuf,
     token: Option<String>,

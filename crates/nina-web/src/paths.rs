@@ -24,22 +24,6 @@ pub enum PathError {
     Missing,
 }
 
-fn numeric(s: &str) -> bool {
-    (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-}
-
 /// Checks a session id as a client gives it.
 pub fn check_id(id: &str) -> Result<(), PathError> {
     if nina_store::is_safe_id(id) {
@@ -56,7 +40,11 @@ pub fn session_dir(data: &Path, rel: &str) -> Result<SessionDir, PathError> {
     let [g, c, d, s] = parts.as_slice() else {
         return Err(PathError::BadLayout);
     };
-    if !(numeric(g) && numeric(c) && date(d) && nina_store::is_safe_id(s)) {
+    if !(nina_store::is_numeric_id(g)
+        && nina_store::is_numeric_id(c)
+        && nina_store::is_date(d)
+        && nina_store::is_safe_id(s))
+    {
         return Err(PathError::BadLayout);
     }
     let mut p = data.to_path_buf();
