@@ -179,6 +179,7 @@ fn main() {
     println!("| model | size (MB) | set | WER | RTF | retried / trimmed / dropped |");
     println!("|---|---:|---|---:|---:|---|");
     let mut ten_second = Vec::new();
+    let mut detection = Vec::new();
     for choice in &choices {
         let path = resolve_whisper(&models, choice).unwrap_or_else(|e| panic!("{e}"));
         let mb = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1e6);
@@ -206,6 +207,38 @@ fn main() {
             })
             .fold(f64::MAX, f64::min);
         ten_second.push((choice.clone(), best / 10.0));
+        // Language detection alone, on the shrunken and on the full window (best of 3).
+        if model.is_multilingual() {
+            for seconds in [3usize, 10] {
+                let clip = &audio[..(seconds * 16_000).min(audio.len())];
+                let mut time = |short_audio_context: bool| {
+                    let o = TranscribeOptions {
+                        language: None,
+                        short_audio_context,
+                        ..o.clone()
+                    };
+                    (0..3)
+                        .map(|_| {
+                            let s = Instant::now();
+                            t.detect_language(clip, &o)
+                                .unwrap_or_else(|e| panic!("{e}"));
+                            s.elapsed().as_secs_f64()
+                        })
+                        .fold(f64::MAX, f64::min)
+                };
+                detection.push((choice.clone(), seconds, time(true), time(false)));
+            }
+        }
+    }
+    println!(
+        "\n| model | utterance | language detection, shrunken window (ms) | full 30 s window (ms) |\n|---|---:|---:|---:|"
+    );
+    for (m, seconds, short, full) in &detection {
+        println!(
+            "| {m} | {seconds} s | {:.0} | {:.0} |",
+            short * 1000.0,
+            full * 1000.0
+        );
     }
     println!("\n| model | RTF of a 10 s utterance (best of 3) |\n|---|---:|");
     for (m, rtf) in &ten_second {

@@ -1,5 +1,6 @@
 //! [`Transcriber`] over whisper.cpp (through whisper-rs).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once, OnceLock};
 
@@ -134,19 +135,19 @@ impl WhisperTranscriber {
     }
 
     /// The most probable language of `audio`, among `candidates` when there are any (the
-    /// probability is then relative to the candidates: they sum to 1).
-    fn detect_language(
+    /// probability is then relative to the candidates: they sum to 1), encoded on `window`
+    /// positions (0: the full 30 s).
+    fn detect_among(
         &mut self,
         audio: &[f32],
+        window: i32,
         threads: usize,
         candidates: &[&str],
     ) -> Result<(String, f32), TranscribeError> {
         let engine = |what: &str, e: whisper_rs::WhisperError| {
             TranscribeError::Engine(format!("{what}: {e:?}"))
         };
-        self.state
-            .pcm_to_mel(audio, threads)
-            .map_err(|e| engine("mel", e))?;
+        self.set_window(audio, window, threads)?;
         let (id, probs) = self
             .state
             .lang_detect(0, threads)
@@ -174,6 +175,95 @@ impl WhisperTranscriber {
         let p = if total > 0.0 { p / total } else { 0.0 };
         Ok((best.to_string(), p))
     }
+}
+
+impl WhisperTranscriber {
+    /// The language of `audio` (16 kHz mono) and its probability, as [`Transcriber::transcribe`]
+    /// decides it under `options.language`: one code is taken as given (probability 1), several
+    /// are detected among (the probability is relative to them), none are detected among all
+    /// Whisper's languages. English-only models always answer English. Detection encodes the
+    /// window the first decode would: shrunk to the audio with `short_audio_context`, else the
+    /// full 30 s of Whisper's reference implementation, which is slower and was right more often
+    /// (docs/measurements.md).
+    pub fn detect_language(
+        &mut self,
+        audio: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<(String, f32), TranscribeError> {
+        validate_audio(audio)?;
+        check_options(options)?;
+        let (input, _) = padded(audio, options);
+        self.language_of(&input, options)
+    }
+
+    /// [`Self::detect_language`] on input already padded.
+    fn language_of(
+        &mut self,
+        input: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<(String, f32), TranscribeError> {
+        let codes = language_codes(options.language.as_deref());
+        match (codes.as_slice(), self.model.multilingual) {
+            ([one], _) => Ok(((*one).to_string(), 1.0)),
+            (_, false) => Ok(("en".to_string(), 1.0)),
+            (candidates, true) => {
+                let seconds = input.len() as f64 / f64::from(SAMPLE_RATE);
+                let window = if options.short_audio_context && seconds < 29.0 {
+                    short_audio_ctx(seconds)
+                } else {
+                    0
+                };
+                self.detect_among(input, window, usize::from(options.threads), candidates)
+            }
+        }
+    }
+
+    /// Computes the mel spectrogram of `audio` and sets the encoder window (`audio_ctx`, 0 for
+    /// the full 30 s) that the next encode of this state uses.
+    ///
+    /// whisper.cpp keeps the window of the last decode in the state, and its language detection
+    /// encodes with whatever window that was: the previous utterance's, shrunk to another length.
+    /// The window can only be set through a full decode, so this runs one over the first 100 ms
+    /// (`duration_ms` 100), which sets it and stops before encoding anything.
+    fn set_window(
+        &mut self,
+        audio: &[f32],
+        audio_ctx: i32,
+        threads: usize,
+    ) -> Result<(), TranscribeError> {
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(i32::try_from(threads).unwrap_or(1));
+        params.set_language(Some("en"));
+        params.set_duration_ms(100);
+        params.set_audio_ctx(audio_ctx);
+        params.set_no_context(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        self.state
+            .full(params, audio)
+            .map_err(|e| TranscribeError::Engine(format!("mel: {e:?}")))
+    }
+}
+
+/// `audio` as whisper.cpp gets it, and the seconds of silence put before it: short utterances
+/// get silence on both sides (Whisper was trained on speech inside longer windows), and the
+/// input is at least MIN_SAMPLES long.
+fn padded<'a>(audio: &'a [f32], options: &TranscribeOptions) -> (Cow<'a, [f32]>, usize) {
+    let seconds = audio.len() as f64 / f64::from(SAMPLE_RATE);
+    let pad = if seconds + 2.0 * f64::from(options.edge_padding) < 29.0 {
+        (f64::from(options.edge_padding.max(0.0)) * f64::from(SAMPLE_RATE)) as usize
+    } else {
+        0
+    };
+    if pad == 0 && audio.len() >= MIN_SAMPLES {
+        return (Cow::Borrowed(audio), 0);
+    }
+    let mut v = vec![0.0; pad];
+    v.extend_from_slice(audio);
+    v.resize((pad * 2 + audio.len()).max(MIN_SAMPLES), 0.0);
+    (Cow::Owned(v), pad)
 }
 
 /// The language codes of `TranscribeOptions::language`: one forces it, several (comma-separated)
@@ -246,34 +336,10 @@ impl Transcriber for WhisperTranscriber {
                 ..Transcript::default()
             });
         }
-        // Short utterances get silence on both sides (Whisper was trained on speech inside longer
-        // windows), and at least MIN_SAMPLES in all.
-        let pad = if seconds + 2.0 * f64::from(options.edge_padding) < 29.0 {
-            (f64::from(options.edge_padding.max(0.0)) * f64::from(SAMPLE_RATE)) as usize
-        } else {
-            0
-        };
-        let padded;
-        let input = if pad > 0 || audio.len() < MIN_SAMPLES {
-            padded = {
-                let mut v = vec![0.0; pad];
-                v.extend_from_slice(audio);
-                v.resize((pad * 2 + audio.len()).max(MIN_SAMPLES), 0.0);
-                v
-            };
-            &padded[..]
-        } else {
-            audio
-        };
+        let (input, pad) = padded(audio, options);
+        let input = &input[..];
         let offset = pad as f64 / f64::from(SAMPLE_RATE);
-        let threads = usize::from(options.threads);
-
-        let codes = language_codes(options.language.as_deref());
-        let (language, language_probability) = match (codes.as_slice(), self.model.multilingual) {
-            ([one], _) => ((*one).to_string(), 1.0),
-            (_, false) => ("en".to_string(), 1.0),
-            (candidates, true) => self.detect_language(input, threads, candidates)?,
-        };
+        let (language, language_probability) = self.language_of(input, options)?;
 
         let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
         let mut first: Option<(Vec<Raw>, DropReason)> = None;

@@ -423,68 +423,90 @@ fn short_utterances_lose_no_words_the_model_gets_in_context() {
 }
 
 /// Whisper base detects the language of synthesized speech in Portuguese (Brazilian), Spanish,
-/// German, French and English (espeak-ng, two sentences each). Free detection is weak on these
-/// short synthetic sentences (6-7 of 10 right, measured: espeak's Portuguese is heard as Italian
-/// or Spanish, one German sentence as Latin, one French one as Thai): each of the other four is
-/// still detected at least once. Restricted to the five languages a guild declares
-/// (`language: "pt,es,de,fr,en"`), detection gets the eight non-Portuguese sentences right
-/// (espeak's Brazilian voice is heard as English or Spanish even then); one code forces it.
+/// German, French and English (espeak-ng, two sentences each). Measured, free detection on the
+/// window shrunk to the sentence (the default) gets 6 of 10 (espeak's Portuguese is heard as
+/// Latin and Spanish, a German sentence as Latin, a French one as Thai); among the five languages
+/// a guild declares (`language: "pt,es,de,fr,en"`) on the full 30 s window
+/// (`short_audio_context: false`), 9 of 10 (one Portuguese sentence is heard as Spanish; 8 of 10
+/// on the shrunken window). espeak's Portuguese is the weak part: base mishears it even when
+/// told the language (WER 0.6-0.9).
 #[test]
 fn the_language_is_detected_per_utterance_and_can_be_forced() {
     let mut t = base().transcriber().unwrap();
-    // Greedy: the point is the language, and this keeps the test short.
-    let detect = TranscribeOptions {
-        decoding: nina_transcribe::Decoding::Greedy { best_of: 1 },
-        ..defaults()
-    };
     let among = TranscribeOptions {
         language: Some("pt,es,de,fr,en".into()),
-        ..detect.clone()
+        short_audio_context: false,
+        ..defaults()
     };
     let mut wrong = Vec::new();
     let mut wrong_among = Vec::new();
+    let mut sentences = Vec::new();
     for code in ["pt", "es", "de", "fr", "en"] {
         for c in testdata::espeak(code).unwrap_or_else(|e| panic!("{e}")) {
             let audio = testdata::read_wav_16k_mono(&c.path).unwrap_or_else(|e| panic!("{e}"));
-            for (options, wrong) in [(&detect, &mut wrong), (&among, &mut wrong_among)] {
-                let out = t.transcribe(&audio, options).unwrap();
+            for (options, wrong) in [(&defaults(), &mut wrong), (&among, &mut wrong_among)] {
+                let (language, p) = t.detect_language(&audio, options).unwrap();
                 eprintln!(
-                    "{} ({}): detected {:?} (p {:.2}), wer {:.2}: {}",
+                    "{} ({}): detected {language} (p {p:.2})",
                     c.id,
                     options.language.as_deref().unwrap_or("any"),
-                    out.language,
-                    out.language_probability.unwrap_or(0.0),
-                    nina_eval::word_errors(&c.text, &out.text()).rate(),
-                    out.text()
                 );
-                if out.language.as_deref() != Some(code) {
-                    wrong.push((c.id.clone(), out.language.clone()));
+                assert!(p > 0.0 && p <= 1.0, "probability {p}");
+                if language != code {
+                    wrong.push((c.id.clone(), language));
                 }
             }
+            sentences.push((code, c, audio));
         }
     }
     eprintln!("detected wrongly: {wrong:?}; among five: {wrong_among:?}");
-    // English, Spanish, German and French are each detected right at least once.
+    // Free: English, Spanish, German and French are each detected right at least once.
     for code in ["en", "es", "de", "fr"] {
         assert!(
             wrong.iter().filter(|(id, _)| id.starts_with(code)).count() < 2,
             "{code} never detected: {wrong:?}"
         );
     }
-    // Among the five, every non-Portuguese sentence is right (measured: 8 of 10; espeak's
-    // Brazilian voice is still heard as English and Spanish).
+    // Among the five: every non-Portuguese sentence right, and Portuguese at least once.
     assert!(
-        wrong_among.iter().all(|(id, _)| id.starts_with("pt")),
+        wrong_among.iter().all(|(id, _)| id.starts_with("pt")) && wrong_among.len() < 2,
         "detected wrongly among the five languages: {wrong_among:?}"
     );
+
+    // A transcript carries the language detection gave, whatever was decoded before it:
+    // whisper.cpp keeps the last decode's encoder window in its state, and detection once
+    // reused it (a 10 s decode before a 3 s sentence changed the answer).
+    let (_, pt, pt_audio) = sentences
+        .iter()
+        .find(|(code, c, _)| *code == "pt" && !wrong_among.iter().any(|(id, _)| *id == c.id))
+        .expect("a Portuguese sentence detected right");
+    let before = t.detect_language(pt_audio, &defaults()).unwrap();
+    let librivox = testdata::read_wav_16k_mono(
+        &testdata::librivox().unwrap_or_else(|e| panic!("{e}"))[0].path,
+    )
+    .unwrap();
+    t.transcribe(&librivox[..160_000.min(librivox.len())], &english())
+        .unwrap();
+    let out = t.transcribe(pt_audio, &among).unwrap();
+    assert_eq!(out.language.as_deref(), Some("pt"), "{}", pt.id);
+    let after = t.detect_language(pt_audio, &defaults()).unwrap();
+    assert_eq!(before.0, after.0);
+    assert!(
+        (before.1 - after.1).abs() < 1e-4,
+        "{before:?} then {after:?}"
+    );
+
     // Forced: the Portuguese sentence is given as Spanish, and comes back as Spanish.
-    let pt = &testdata::espeak("pt").unwrap_or_else(|e| panic!("{e}"))[0];
-    let audio = testdata::read_wav_16k_mono(&pt.path).unwrap_or_else(|e| panic!("{e}"));
     let forced = TranscribeOptions {
         language: Some("es".into()),
-        ..detect.clone()
+        decoding: nina_transcribe::Decoding::Greedy { best_of: 1 },
+        ..defaults()
     };
-    let out = t.transcribe(&audio, &forced).unwrap();
+    assert_eq!(
+        t.detect_language(pt_audio, &forced).unwrap(),
+        ("es".to_string(), 1.0)
+    );
+    let out = t.transcribe(pt_audio, &forced).unwrap();
     assert_eq!(out.language.as_deref(), Some("es"));
     assert_eq!(out.language_probability, Some(1.0));
 }
