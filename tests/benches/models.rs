@@ -256,7 +256,7 @@ fn main() {
         .unwrap_or_else(|| testdata::workspace_root().join(".cache/faster-whisper"));
     let fw_python = fw_dir.join("venv/bin/python");
     let fw_model = fw_dir.join("whisper-base");
-    let fw_script = testdata::workspace_root().join("tests/benches/faster_whisper.py");
+    let fw_script = testdata::workspace_root().join("tests/benches/fw_transcribe.py");
     println!(
         "\nWhole run, model load included: `reprocess file` (Silero, one worker, {threads} \
          threads, beam 5) beside faster-whisper {} (int8, Silero VAD filter, beam 5, \

@@ -253,7 +253,7 @@ struct Opts {
     #[arg(long, global = true)]
     translate: bool,
     /// Always give Whisper a full 30 s window (slower; more accurate with tiny models on short
-    /// utterances, see docs/measurements.md).
+    /// utterances, and language detection is right more often; see docs/measurements.md).
     #[arg(long, global = true)]
     full_window: bool,
     /// Transcription workers running at once.

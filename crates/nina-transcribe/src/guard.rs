@@ -42,6 +42,16 @@ pub enum DropReason {
     RepeatedSegment,
     /// Every word of the segment is timed at or past the end of the audio.
     PastEnd,
+    /// The text is one phrase said back to back (`"no no"`, a sentence twice), and the audio
+    /// has syllables for about one copy only: a loop too short for the n-gram guard.
+    Doubled {
+        /// Syllables in the text as decoded.
+        text_syllables: usize,
+        /// Syllables in its first copy.
+        copy_syllables: usize,
+        /// Syllable nuclei heard in the audio under the segment.
+        heard: usize,
+    },
 }
 
 impl DropReason {
@@ -56,6 +66,7 @@ impl DropReason {
             Self::LowConfidence { .. } => "low_confidence",
             Self::RepeatedSegment => "repeated_segment",
             Self::PastEnd => "past_end",
+            Self::Doubled { .. } => "doubled",
         }
     }
 
@@ -70,6 +81,7 @@ impl DropReason {
                 | Self::LowConfidence { .. }
                 | Self::Boilerplate { .. }
                 | Self::PastEnd
+                | Self::Doubled { .. }
         )
     }
 }
@@ -237,6 +249,115 @@ impl GuardConfig {
     }
 }
 
+/// Syllables of `text`, counted as groups of vowels per word (a final silent `e` of English
+/// aside), at least one a word: good enough to tell one copy of a phrase from two.
+pub(crate) fn syllables(text: &str) -> usize {
+    words(text)
+        .iter()
+        .map(|w| {
+            let vowel = |c: char| "aeiouyáàâãäéèêëíìîïóòôõöúùûüýœæ".contains(c);
+            let chars: Vec<char> = w.chars().collect();
+            let mut groups = 0;
+            let mut prev = false;
+            for &c in &chars {
+                let v = vowel(c);
+                if v && !prev {
+                    groups += 1;
+                }
+                prev = v;
+            }
+            // "five", "made": a final e after a consonant is silent ("the", "be" keep theirs).
+            let n = chars.len();
+            if groups > 1
+                && n > 2
+                && chars[n - 1] == 'e'
+                && !vowel(chars[n - 2])
+                && chars[n - 2] != 'l'
+            {
+                groups -= 1;
+            }
+            groups.max(1)
+        })
+        .sum()
+}
+
+/// Times (seconds) of the syllable nuclei of `audio` (16 kHz mono): peaks of its smoothed
+/// 10 ms energy that stand out from the dips around them, in the manner of de Jong and Wempe's
+/// speech-rate measure (without its pitch check, so it errs towards more nuclei).
+pub(crate) fn syllable_nuclei(audio: &[f32]) -> Vec<f64> {
+    const FRAME: usize = 160;
+    const SMOOTH: usize = 5;
+    /// Peaks must stand this far (dB) above the dip between them and the one before.
+    const DIP_DB: f32 = 3.0;
+    /// ... and lie within this of the loudest frame.
+    const RANGE_DB: f32 = 25.0;
+    const FLOOR_DBFS: f32 = -50.0;
+    let energy: Vec<f32> = audio
+        .chunks(FRAME)
+        .map(|f| {
+            let ms = f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32;
+            10.0 * (ms + 1e-10).log10()
+        })
+        .collect();
+    if energy.len() < 3 {
+        return Vec::new();
+    }
+    let db: Vec<f32> = (0..energy.len())
+        .map(|i| {
+            let lo = i.saturating_sub(SMOOTH / 2);
+            let hi = (i + SMOOTH / 2 + 1).min(energy.len());
+            energy[lo..hi].iter().sum::<f32>() / (hi - lo) as f32
+        })
+        .collect();
+    let top = db.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let floor = (top - RANGE_DB).max(FLOOR_DBFS);
+    let mut peaks: Vec<usize> = Vec::new();
+    for i in 1..db.len() - 1 {
+        if !(db[i] >= db[i - 1] && db[i] > db[i + 1] && db[i] > floor) {
+            continue;
+        }
+        match peaks.last().copied() {
+            Some(last) => {
+                let dip = db[last..=i].iter().copied().fold(f32::INFINITY, f32::min);
+                if db[last].min(db[i]) - dip >= DIP_DB {
+                    peaks.push(i);
+                } else if db[i] > db[last] {
+                    // One nucleus with a ripple: keep its higher peak.
+                    *peaks.last_mut().expect("a peak") = i;
+                }
+            }
+            None => peaks.push(i),
+        }
+    }
+    peaks
+        .into_iter()
+        .map(|i| (i * FRAME + FRAME / 2) as f64 / f64::from(crate::SAMPLE_RATE))
+        .collect()
+}
+
+/// `segment` cut to its first copy when its whole text is one phrase said back to back (a
+/// partial copy may end it) and the `heard` syllable nuclei under it are closer to one copy's
+/// syllables than to the whole text's; with the reason. `None` when it is not so.
+pub(crate) fn doubled(segment: &Segment, heard: usize) -> Option<(Segment, DropReason)> {
+    let w = words(&segment.text);
+    let n = w.len();
+    let period = (1..=n / 2).find(|&p| (p..n).all(|k| w[k] == w[k % p]))?;
+    let text_syllables = syllables(&segment.text);
+    let copy_syllables = syllables(&w[..period].join(" "));
+    if 2 * heard >= text_syllables + copy_syllables {
+        return None;
+    }
+    let cut = deloop(segment)?;
+    Some((
+        cut,
+        DropReason::Doubled {
+            text_syllables,
+            copy_syllables,
+            heard,
+        },
+    ))
+}
+
 /// A token of a segment's text: its normalised form and where it came from.
 struct Token {
     norm: String,
@@ -349,6 +470,97 @@ mod tests {
             words,
             ..Segment::default()
         }
+    }
+
+    #[test]
+    fn syllables_are_counted_from_vowel_groups() {
+        assert_eq!(syllables("No."), 1);
+        assert_eq!(syllables("Bye bye."), 2);
+        assert_eq!(syllables("Thank you."), 2);
+        assert_eq!(syllables("okay"), 2);
+        assert_eq!(syllables("five, made, the, little"), 5);
+        assert_eq!(syllables("cold-hearted"), 3);
+        assert_eq!(syllables("Reunião amanhã"), 5);
+        assert_eq!(syllables(""), 0);
+    }
+
+    /// `bursts` tones of `on` seconds with `off` seconds of silence after each, at 16 kHz.
+    fn bursts(n: usize, on: f64, off: f64) -> Vec<f32> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.extend((0..(on * 16_000.0) as usize).map(|i| {
+                let t = i as f32 / 16_000.0;
+                // A syllable's rise and fall over its length.
+                let env = (std::f32::consts::PI * t / on as f32).sin();
+                0.3 * env * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+            }));
+            out.extend(std::iter::repeat_n(0.0, (off * 16_000.0) as usize));
+        }
+        out
+    }
+
+    #[test]
+    fn syllable_nuclei_are_the_energy_peaks() {
+        assert_eq!(syllable_nuclei(&bursts(1, 0.3, 0.2)).len(), 1);
+        assert_eq!(syllable_nuclei(&bursts(2, 0.2, 0.15)).len(), 2);
+        let five = syllable_nuclei(&bursts(5, 0.18, 0.08));
+        assert_eq!(five.len(), 5, "{five:?}");
+        // In order, each in its burst.
+        for (k, t) in five.iter().enumerate() {
+            let start = k as f64 * 0.26;
+            assert!(*t > start && *t < start + 0.18, "{k}: {t}");
+        }
+        // A syllable-rate modulation inside one sound: four nuclei in a second.
+        let am: Vec<f32> = (0..16_000)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                let env = 0.5 - 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).cos();
+                0.3 * env * (2.0 * std::f32::consts::PI * 180.0 * t).sin()
+            })
+            .collect();
+        assert_eq!(syllable_nuclei(&am).len(), 4);
+        assert!(syllable_nuclei(&vec![0.0; 16_000]).is_empty());
+        assert!(syllable_nuclei(&[]).is_empty());
+        assert!(syllable_nuclei(&[0.5; 100]).is_empty());
+    }
+
+    #[test]
+    fn a_phrase_said_twice_where_the_audio_holds_one_is_cut_to_one() {
+        // "No." twice over one nucleus: one "No."
+        let (cut, why) = doubled(&timed(&[" No.", " No."]), 1).expect("doubled");
+        assert_eq!(cut.text, " No.");
+        assert_eq!(cut.words.len(), 1);
+        assert_eq!(why.name(), "doubled");
+        assert!(why.retry_may_fix());
+        // "Bye bye" with two nuclei is what was said.
+        assert!(doubled(&timed(&[" Bye", " bye."]), 2).is_none());
+        // A sentence twice (18 syllables, 9 a copy) over 9 heard nuclei.
+        let twice = timed(&[
+            " He",
+            " was",
+            " not",
+            " an",
+            " ill-disposed",
+            " man.",
+            " He",
+            " was",
+            " not",
+            " an",
+            " ill-disposed",
+            " man.",
+        ]);
+        let (cut, _) = doubled(&twice, 9).expect("doubled");
+        assert_eq!(cut.text, " He was not an ill-disposed man.");
+        // ... but said twice (16 heard) it stays.
+        assert!(doubled(&twice, 16).is_none());
+        // Only a whole text made of the repeats: a repeat inside speech is left to the n-gram
+        // guard ("I I think so" is a speaker's stammer).
+        assert!(doubled(&timed(&[" I", " I", " think", " so."]), 1).is_none());
+        assert!(doubled(&timed(&[" Thank", " you."]), 0).is_none());
+        // A partial last copy is part of the loop.
+        let (cut, _) =
+            doubled(&timed(&[" Thank", " you.", " Thank", " you.", " Thank"]), 2).expect("doubled");
+        assert_eq!(cut.text, " Thank you.");
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub struct TranscribeOptions {
     pub temperature_increment: f32,
     /// Word-level timestamps.
     pub word_timestamps: bool,
-    /// Shrink the encoder window for short audio instead of always paying for 30 s.
+    /// Shrink the encoder window for short audio instead of always paying for 30 s (for
+    /// decoding and for language detection, which is right more often on the full window).
     pub short_audio_context: bool,
     /// Seconds of silence added before and after inputs shorter than 29 s.
     pub edge_padding: f32,

@@ -8,7 +8,7 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
-use crate::guard::rms_dbfs;
+use crate::guard::{doubled, rms_dbfs, syllable_nuclei};
 use crate::{
     Decoding, DropReason, DroppedSegment, Repair, SAMPLE_RATE, Segment, TranscribeError,
     TranscribeOptions, Transcriber, Transcript, Word, validate_audio,
@@ -340,12 +340,13 @@ impl Transcriber for WhisperTranscriber {
         let input = &input[..];
         let offset = pad as f64 / f64::from(SAMPLE_RATE);
         let (language, language_probability) = self.language_of(input, options)?;
+        let nuclei = syllable_nuclei(audio);
 
         let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
         let mut first: Option<(Vec<Raw>, DropReason)> = None;
         for (k, attempt) in attempts.iter().enumerate() {
             let raw = self.decode(input, offset, seconds, &language, options, attempt)?;
-            let (segments, dropped, fired) = guarded(&raw, seconds, options);
+            let (segments, dropped, fired) = guarded(&raw, seconds, options, &nuclei);
             match fired {
                 None => {
                     let mut transcript = Transcript {
@@ -376,7 +377,7 @@ impl Transcriber for WhisperTranscriber {
         // Every decode tripped a guard: repair the first in place.
         let raw = first.map(|f| f.0).unwrap_or_default();
         let retried = u8::try_from(attempts.len() - 1).unwrap_or(u8::MAX);
-        let (segments, dropped) = repaired(raw, seconds, options, retried);
+        let (segments, dropped) = repaired(raw, seconds, options, retried, &nuclei);
         Ok(Transcript {
             language: Some(language),
             language_probability: Some(language_probability),
@@ -384,6 +385,14 @@ impl Transcriber for WhisperTranscriber {
             dropped,
         })
     }
+}
+
+/// Syllable nuclei heard under `segment` (with a quarter second of slack for its rough times).
+fn heard(nuclei: &[f64], segment: &Segment) -> usize {
+    nuclei
+        .iter()
+        .filter(|t| **t >= segment.start - 0.25 && **t <= segment.end + 0.25)
+        .count()
 }
 
 /// One decode of the retry ladder.
@@ -438,13 +447,17 @@ fn guarded(
     raw: &[Raw],
     seconds: f64,
     options: &TranscribeOptions,
+    nuclei: &[f64],
 ) -> (Vec<Segment>, Vec<DroppedSegment>, Option<DropReason>) {
     let (mut kept, mut dropped, mut fired) = (Vec::new(), Vec::new(), None);
     for r in raw {
         let segment = r.segment.clone();
         // Words timed past the end are not a fault on their own: Whisper's token times are
         // rough near the end of the audio (trimming them lost real words, "young man").
-        let reason = options.guards.check_in_context(&segment, seconds, &kept);
+        let reason = options
+            .guards
+            .check_in_context(&segment, seconds, &kept)
+            .or_else(|| doubled(&segment, heard(nuclei, &segment)).map(|(_, r)| r));
         match reason {
             Some(reason) => {
                 if fired.is_none() && reason.retry_may_fix() {
@@ -466,6 +479,7 @@ fn repaired(
     seconds: f64,
     options: &TranscribeOptions,
     retried: u8,
+    nuclei: &[f64],
 ) -> (Vec<Segment>, Vec<DroppedSegment>) {
     let (mut kept, mut dropped) = (Vec::new(), Vec::<DroppedSegment>::new());
     for r in raw {
@@ -499,6 +513,18 @@ fn repaired(
                 });
             }
             reason = again;
+        }
+        // A phrase said back to back where the audio holds one: its first copy.
+        if reason.is_none()
+            && let Some((cut, why)) = doubled(&segment, heard(nuclei, &segment))
+        {
+            segment = cut;
+            repair = Some(Repair {
+                guard: why.name().to_string(),
+                retried,
+                trimmed: true,
+            });
+            reason = options.guards.check_in_context(&segment, seconds, &kept);
         }
         match reason {
             Some(reason) => {

@@ -319,6 +319,7 @@ fn short_utterances_lose_no_words_the_model_gets_in_context() {
     let mut t = base().transcriber().unwrap();
     let o = english();
     let (mut cases, mut lost, mut repaired) = (0, Vec::new(), 0);
+    let mut doubled = Vec::new();
     let mut check = |t: &mut nina_transcribe::WhisperTranscriber,
                      name: &str,
                      alone: &[f32],
@@ -358,6 +359,7 @@ fn short_utterances_lose_no_words_the_model_gets_in_context() {
         if !m.is_empty() {
             lost.push((name.to_string(), m));
         }
+        got
     };
     let mut sets = testdata::librivox().unwrap_or_else(|e| panic!("{e}"));
     sets.extend(testdata::cards().unwrap_or_else(|e| panic!("{e}")));
@@ -409,7 +411,16 @@ fn short_utterances_lose_no_words_the_model_gets_in_context() {
                 .filter(|w| w.start >= offset - 0.1)
                 .flat_map(|w| norm_words(&w.text))
                 .collect();
-            check(&mut t, &r.id, &reply, &expected, &r.text);
+            let got = check(&mut t, &r.id, &reply, &expected, &r.text);
+            // Nor does a reply come back said twice ("no no" for "No.").
+            let reference = norm_words(&r.text);
+            let count = |words: &[String], w: &String| words.iter().filter(|x| *x == w).count();
+            if got
+                .iter()
+                .any(|w| count(&got, w) > count(&reference, w).max(1))
+            {
+                doubled.push((r.id.clone(), got));
+            }
         }
     }
     eprintln!(
@@ -420,6 +431,7 @@ fn short_utterances_lose_no_words_the_model_gets_in_context() {
         lost.is_empty(),
         "words lost alone but heard in context: {lost:?}"
     );
+    assert!(doubled.is_empty(), "replies said twice: {doubled:?}");
 }
 
 /// Whisper base detects the language of synthesized speech in Portuguese (Brazilian), Spanish,

@@ -1,6 +1,7 @@
-"""The faster-whisper side of `cargo bench -p nina-tests --bench models`.
+"""The faster-whisper side of `cargo bench -p nina-tests --bench models` (not named after the
+module: Python would import this file in its place).
 
-Usage: python faster_whisper.py MODEL_DIR COMPUTE_TYPE THREADS AUDIO
+Usage: python fw_transcribe.py MODEL_DIR COMPUTE_TYPE THREADS AUDIO
 Prints the transcript of AUDIO (beam 5, Silero VAD filter, English) on stdout.
 """
 import sys
