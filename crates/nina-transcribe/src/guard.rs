@@ -535,20 +535,8 @@ mod tests {
         // "Bye bye" with two nuclei is what was said.
         assert!(doubled(&timed(&[" Bye", " bye."]), 2).is_none());
         // A sentence twice (18 syllables, 9 a copy) over 9 heard nuclei.
-        let twice = timed(&[
-            " He",
-            " was",
-            " not",
-            " an",
-            " ill-disposed",
-            " man.",
-            " He",
-            " was",
-            " not",
-            " an",
-            " ill-disposed",
-            " man.",
-        ]);
+        let copy = [" He", " was", " not", " an", " ill-disposed", " man."];
+        let twice = timed(&[copy, copy].concat());
         let (cut, _) = doubled(&twice, 9).expect("doubled");
         assert_eq!(cut.text, " He was not an ill-disposed man.");
         // ... but said twice (16 heard) it stays.
