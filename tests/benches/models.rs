@@ -89,6 +89,17 @@ fn replies() -> Vec<Clip> {
         .collect()
 }
 
+/// The shortest of three timed runs of `f`, in seconds.
+fn best_of_3(mut f: impl FnMut()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
 #[derive(Default)]
 struct Tally {
     errors: nina_eval::WordErrors,
@@ -199,13 +210,9 @@ fn main() {
         let (audio, _) = joined(&clips, 0.0);
         let ten = &audio[..160_000.min(audio.len())];
         let mut t = model.transcriber().unwrap_or_else(|e| panic!("{e}"));
-        let best = (0..3)
-            .map(|_| {
-                let s = Instant::now();
-                t.transcribe(ten, &o).unwrap_or_else(|e| panic!("{e}"));
-                s.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min);
+        let best = best_of_3(|| {
+            t.transcribe(ten, &o).unwrap_or_else(|e| panic!("{e}"));
+        });
         ten_second.push((choice.clone(), best / 10.0));
         // Language detection alone, on the shrunken and on the full window (best of 3).
         if model.is_multilingual() {
@@ -217,14 +224,10 @@ fn main() {
                         short_audio_context,
                         ..o.clone()
                     };
-                    (0..3)
-                        .map(|_| {
-                            let s = Instant::now();
-                            t.detect_language(clip, &o)
-                                .unwrap_or_else(|e| panic!("{e}"));
-                            s.elapsed().as_secs_f64()
-                        })
-                        .fold(f64::MAX, f64::min)
+                    best_of_3(|| {
+                        t.detect_language(clip, &o)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    })
                 };
                 detection.push((choice.clone(), seconds, time(true), time(false)));
             }

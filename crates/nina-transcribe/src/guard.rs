@@ -335,27 +335,26 @@ pub(crate) fn syllable_nuclei(audio: &[f32]) -> Vec<f64> {
         .collect()
 }
 
-/// `segment` cut to its first copy when its whole text is one phrase said back to back (a
-/// partial copy may end it) and the `heard` syllable nuclei under it are closer to one copy's
-/// syllables than to the whole text's; with the reason. `None` when it is not so.
-pub(crate) fn doubled(segment: &Segment, heard: usize) -> Option<(Segment, DropReason)> {
+/// Whether `segment`'s whole text is one phrase said back to back (a partial copy may end it)
+/// while the syllable `nuclei` heard under it (times in seconds, as `syllable_nuclei` gives them)
+/// are closer to one copy's syllables than to the whole text's. [`deloop`] cuts such a text to
+/// its first copy.
+pub(crate) fn doubled(segment: &Segment, nuclei: &[f64]) -> Option<DropReason> {
     let w = words(&segment.text);
     let n = w.len();
     let period = (1..=n / 2).find(|&p| (p..n).all(|k| w[k] == w[k % p]))?;
+    // The segment's times are rough: a quarter second of slack on each side.
+    let heard = nuclei
+        .iter()
+        .filter(|t| **t >= segment.start - 0.25 && **t <= segment.end + 0.25)
+        .count();
     let text_syllables = syllables(&segment.text);
     let copy_syllables = syllables(&w[..period].join(" "));
-    if 2 * heard >= text_syllables + copy_syllables {
-        return None;
-    }
-    let cut = deloop(segment)?;
-    Some((
-        cut,
-        DropReason::Doubled {
-            text_syllables,
-            copy_syllables,
-            heard,
-        },
-    ))
+    (2 * heard < text_syllables + copy_syllables).then_some(DropReason::Doubled {
+        text_syllables,
+        copy_syllables,
+        heard,
+    })
 }
 
 /// A token of a segment's text: its normalised form and where it came from.
@@ -524,31 +523,43 @@ mod tests {
         assert!(syllable_nuclei(&[0.5; 100]).is_empty());
     }
 
+    /// `n` syllable nuclei inside the segments `timed` makes.
+    fn nuclei(n: usize) -> Vec<f64> {
+        (0..n).map(|k| 0.1 + k as f64 * 0.05).collect()
+    }
+
     #[test]
     fn a_phrase_said_twice_where_the_audio_holds_one_is_cut_to_one() {
         // "No." twice over one nucleus: one "No."
-        let (cut, why) = doubled(&timed(&[" No.", " No."]), 1).expect("doubled");
+        let no = timed(&[" No.", " No."]);
+        let why = doubled(&no, &nuclei(1)).expect("doubled");
+        let cut = deloop(&no).expect("a loop");
         assert_eq!(cut.text, " No.");
         assert_eq!(cut.words.len(), 1);
         assert_eq!(why.name(), "doubled");
         assert!(why.retry_may_fix());
+        // Nuclei outside the segment do not count.
+        assert!(doubled(&no, &[5.0, 6.0, 7.0]).is_some());
         // "Bye bye" with two nuclei is what was said.
-        assert!(doubled(&timed(&[" Bye", " bye."]), 2).is_none());
+        assert!(doubled(&timed(&[" Bye", " bye."]), &nuclei(2)).is_none());
         // A sentence twice (18 syllables, 9 a copy) over 9 heard nuclei.
         let copy = [" He", " was", " not", " an", " ill-disposed", " man."];
         let twice = timed(&[copy, copy].concat());
-        let (cut, _) = doubled(&twice, 9).expect("doubled");
-        assert_eq!(cut.text, " He was not an ill-disposed man.");
+        assert!(doubled(&twice, &nuclei(9)).is_some());
+        assert_eq!(
+            deloop(&twice).expect("a loop").text,
+            " He was not an ill-disposed man."
+        );
         // ... but said twice (16 heard) it stays.
-        assert!(doubled(&twice, 16).is_none());
+        assert!(doubled(&twice, &nuclei(16)).is_none());
         // Only a whole text made of the repeats: a repeat inside speech is left to the n-gram
         // guard ("I I think so" is a speaker's stammer).
-        assert!(doubled(&timed(&[" I", " I", " think", " so."]), 1).is_none());
-        assert!(doubled(&timed(&[" Thank", " you."]), 0).is_none());
+        assert!(doubled(&timed(&[" I", " I", " think", " so."]), &nuclei(1)).is_none());
+        assert!(doubled(&timed(&[" Thank", " you."]), &[]).is_none());
         // A partial last copy is part of the loop.
-        let (cut, _) =
-            doubled(&timed(&[" Thank", " you.", " Thank", " you.", " Thank"]), 2).expect("doubled");
-        assert_eq!(cut.text, " Thank you.");
+        let thanks = timed(&[" Thank", " you.", " Thank", " you.", " Thank"]);
+        assert!(doubled(&thanks, &nuclei(2)).is_some());
+        assert_eq!(deloop(&thanks).expect("a loop").text, " Thank you.");
     }
 
     #[test]

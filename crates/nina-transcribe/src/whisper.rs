@@ -175,9 +175,7 @@ impl WhisperTranscriber {
         let p = if total > 0.0 { p / total } else { 0.0 };
         Ok((best.to_string(), p))
     }
-}
 
-impl WhisperTranscriber {
     /// The language of `audio` (16 kHz mono) and its probability, as [`Transcriber::transcribe`]
     /// decides it under `options.language`: one code is taken as given (probability 1), several
     /// are detected among (the probability is relative to them), none are detected among all
@@ -208,7 +206,7 @@ impl WhisperTranscriber {
             (_, false) => Ok(("en".to_string(), 1.0)),
             (candidates, true) => {
                 let seconds = input.len() as f64 / f64::from(SAMPLE_RATE);
-                let window = if options.short_audio_context && seconds < 29.0 {
+                let window = if shrinks(options, seconds) {
                     short_audio_ctx(seconds)
                 } else {
                     0
@@ -247,7 +245,7 @@ impl WhisperTranscriber {
     }
 }
 
-/// `audio` as whisper.cpp gets it, and the seconds of silence put before it: short utterances
+/// `audio` as whisper.cpp gets it, and the samples of silence put before it: short utterances
 /// get silence on both sides (Whisper was trained on speech inside longer windows), and the
 /// input is at least MIN_SAMPLES long.
 fn padded<'a>(audio: &'a [f32], options: &TranscribeOptions) -> (Cow<'a, [f32]>, usize) {
@@ -387,14 +385,6 @@ impl Transcriber for WhisperTranscriber {
     }
 }
 
-/// Syllable nuclei heard under `segment` (with a quarter second of slack for its rough times).
-fn heard(nuclei: &[f64], segment: &Segment) -> usize {
-    nuclei
-        .iter()
-        .filter(|t| **t >= segment.start - 0.25 && **t <= segment.end + 0.25)
-        .count()
-}
-
 /// One decode of the retry ladder.
 #[derive(Debug, Clone, PartialEq)]
 struct Attempt {
@@ -404,12 +394,17 @@ struct Attempt {
     decoding: Decoding,
 }
 
+/// Whether the first decode of `input_seconds` of (padded) input shrinks the encoder window.
+fn shrinks(options: &TranscribeOptions, input_seconds: f64) -> bool {
+    options.short_audio_context && input_seconds < 29.0
+}
+
 /// The decodes tried, in order, while a guard that a retry may fix keeps firing: as asked; with
 /// the full 30 s audio window (when it was shrunk); then at the next temperature with the other
 /// search (beam instead of greedy, or greedy instead of beam).
 fn ladder(options: &TranscribeOptions, input_seconds: f64) -> Vec<Attempt> {
     let first = Attempt {
-        short_context: options.short_audio_context && input_seconds < 29.0,
+        short_context: shrinks(options, input_seconds),
         temperature: options.temperature,
         decoding: options.decoding,
     };
@@ -457,7 +452,7 @@ fn guarded(
         let reason = options
             .guards
             .check_in_context(&segment, seconds, &kept)
-            .or_else(|| doubled(&segment, heard(nuclei, &segment)).map(|(_, r)| r));
+            .or_else(|| doubled(&segment, nuclei));
         match reason {
             Some(reason) => {
                 if fired.is_none() && reason.retry_may_fix() {
@@ -516,7 +511,8 @@ fn repaired(
         }
         // A phrase said back to back where the audio holds one: its first copy.
         if reason.is_none()
-            && let Some((cut, why)) = doubled(&segment, heard(nuclei, &segment))
+            && let Some(why) = doubled(&segment, nuclei)
+            && let Some(cut) = crate::guard::deloop(&segment)
         {
             segment = cut;
             repair = Some(Repair {
