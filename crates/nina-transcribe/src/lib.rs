@@ -17,7 +17,7 @@ pub use guard::{DropReason, GuardConfig};
 
 pub use output::{ModelInfo, SpeakerDropped, SpeakerSegment, TranscriptDocument, TranscriptError};
 pub use pool::{JobResult, PoolError, TranscriptionPool};
-pub use whisper::{WhisperModel, WhisperTranscriber, check_options};
+pub use whisper::{WhisperModel, WhisperTranscriber, check_options, engine_features};
 
 use serde::{Deserialize, Serialize};
 

@@ -42,6 +42,13 @@ impl std::fmt::Debug for WhisperModel {
 
 static LOG_HOOKS: Once = Once::new();
 
+/// The CPU features whisper.cpp was built with and found, as it reports them
+/// (`CPU : ... AVX2 = 1 | ...`). It lists `LLAMAFILE = 1` when whisper.cpp was built with
+/// `GGML_LLAMAFILE=ON` in the environment (faster matrix kernels, see docs/transcribe.md).
+pub fn engine_features() -> &'static str {
+    whisper_rs::print_system_info()
+}
+
 impl WhisperModel {
     /// Loads a ggml Whisper file. The file is checked first (complete, really a ggml Whisper
     /// model), so a missing, truncated or foreign file gives an error naming it.
@@ -58,7 +65,10 @@ impl WhisperModel {
             .into());
         }
         let hparams = nina_models::inspect_ggml(path)?;
-        LOG_HOOKS.call_once(whisper_rs::install_logging_hooks);
+        LOG_HOOKS.call_once(|| {
+            whisper_rs::install_logging_hooks();
+            tracing::debug!(features = engine_features(), "whisper.cpp");
+        });
         let path_str = path.to_str().ok_or_else(|| {
             TranscribeError::Options(format!("model path {} is not UTF-8", path.display()))
         })?;
@@ -698,6 +708,13 @@ pub(crate) fn short_audio_ctx(seconds: f64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_reports_its_cpu_features() {
+        // What a user checks for GGML_LLAMAFILE=ON (docs/transcribe.md): the CPU backend's list.
+        let features = engine_features();
+        assert!(features.contains("CPU : "), "{features}");
+    }
 
     #[test]
     fn audio_ctx_shrinks_for_short_audio() {
