@@ -296,16 +296,6 @@ pub(crate) fn syllable_nuclei(audio: &[f32]) -> Vec<f64> {
     /// Share of samples changing sign above which a frame is unvoiced: vowels stay below 0.1
     /// at 16 kHz, fricatives such as "s" lie near 0.5-0.9.
     const MAX_VOICED_ZCR: f32 = 0.3;
-    let zcr: Vec<f32> = audio
-        .chunks(FRAME)
-        .map(|f| {
-            let changes = f
-                .windows(2)
-                .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
-                .count();
-            changes as f32 / f.len().max(2).saturating_sub(1) as f32
-        })
-        .collect();
     let energy: Vec<f32> = audio
         .chunks(FRAME)
         .map(|f| {
@@ -327,7 +317,12 @@ pub(crate) fn syllable_nuclei(audio: &[f32]) -> Vec<f64> {
     let floor = (top - RANGE_DB).max(FLOOR_DBFS);
     let mut peaks: Vec<usize> = Vec::new();
     for i in 1..db.len() - 1 {
-        if !(db[i] >= db[i - 1] && db[i] > db[i + 1] && db[i] > floor && zcr[i] < MAX_VOICED_ZCR) {
+        let frame = &audio[i * FRAME..((i + 1) * FRAME).min(audio.len())];
+        if !(db[i] >= db[i - 1]
+            && db[i] > db[i + 1]
+            && db[i] > floor
+            && zero_crossing_rate(frame) < MAX_VOICED_ZCR)
+        {
             continue;
         }
         match peaks.last().copied() {
@@ -347,6 +342,15 @@ pub(crate) fn syllable_nuclei(audio: &[f32]) -> Vec<f64> {
         .into_iter()
         .map(|i| (i * FRAME + FRAME / 2) as f64 / f64::from(crate::SAMPLE_RATE))
         .collect()
+}
+
+/// Share of the sample pairs of `frame` that change sign.
+fn zero_crossing_rate(frame: &[f32]) -> f32 {
+    let changes = frame
+        .windows(2)
+        .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
+        .count();
+    changes as f32 / frame.len().saturating_sub(1).max(1) as f32
 }
 
 /// Whether `segment`'s whole text is one phrase said back to back (a partial copy may end it)
