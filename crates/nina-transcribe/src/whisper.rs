@@ -96,14 +96,17 @@ impl WhisperModel {
 
     /// A transcriber with its own decoding state, sharing this model's weights.
     pub fn transcriber(&self) -> Result<WhisperTranscriber, TranscribeError> {
-        let state = self
-            .ctx
-            .create_state()
-            .map_err(|e| TranscribeError::Engine(format!("creating a state: {e:?}")))?;
         Ok(WhisperTranscriber {
             model: self.clone(),
-            state,
+            state: self.new_state()?,
         })
+    }
+
+    /// A new decoding state (key/value caches and compute buffers) over these weights.
+    fn new_state(&self) -> Result<WhisperState, TranscribeError> {
+        self.ctx
+            .create_state()
+            .map_err(|e| TranscribeError::Engine(format!("creating a state: {e:?}")))
     }
 
     /// Human-readable model name, e.g. `whisper-base (ggml-base)`.
@@ -226,6 +229,18 @@ impl WhisperTranscriber {
         }
     }
 
+    /// Starts a new decoding state, so that a transcript depends only on its audio and options.
+    ///
+    /// whisper.cpp's beam search draws each beam's candidate tokens from the token distribution
+    /// with a random generator, and the first decoder's generator is seeded only when its state
+    /// is created: on a reused state, the same utterance decoded the same way gave a different
+    /// text after each earlier utterance (docs/transcribe.md#reproducible). A new state costs
+    /// 20-50 ms here, against about a second for decoding a few seconds of speech.
+    fn reseed(&mut self) -> Result<(), TranscribeError> {
+        self.state = self.model.new_state()?;
+        Ok(())
+    }
+
     /// Computes the mel spectrogram of `audio` and sets the encoder window (`audio_ctx`, 0 for
     /// the full 30 s) that the next encode of this state uses.
     ///
@@ -344,6 +359,7 @@ impl Transcriber for WhisperTranscriber {
                 ..Transcript::default()
             });
         }
+        self.reseed()?;
         let (input, pad) = padded(audio, options);
         let input = &input[..];
         let offset = pad as f64 / f64::from(SAMPLE_RATE);

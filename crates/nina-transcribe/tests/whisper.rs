@@ -132,6 +132,35 @@ fn language_is_detected_with_probability() {
     assert!(words.iter().all(|w| (0.0..=1.0).contains(&w.probability)));
 }
 
+/// A transcript depends only on its audio and options, not on what the transcriber decoded
+/// before: the reuse of one state made whisper.cpp's beam search draw its candidates from a
+/// random generator left where the last utterance put it, and the call's opening 8 s gave a
+/// different text on each of four runs ("Hello. Hello." / "Hello, hello.", ...).
+#[test]
+fn a_transcript_does_not_depend_on_the_utterances_before_it() {
+    let audio = testdata::read_wav_16k_mono(&testdata::pyannote_wav().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = |from: f64, seconds: f64| {
+        let start = (from * 16_000.0) as usize;
+        audio[start..start + (seconds * 16_000.0) as usize].to_vec()
+    };
+    let (opening, later) = (at(6.3, 8.0), at(21.0, 9.0));
+    let o = english();
+    let mut t = base().transcriber().unwrap();
+    let key = |out: nina_transcribe::Transcript| {
+        out.segments
+            .iter()
+            .map(|s| (s.text.clone(), s.avg_logprob.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let first = key(t.transcribe(&opening, &o).unwrap());
+    assert!(!first.is_empty());
+    for before in [&opening, &later] {
+        t.transcribe(before, &o).unwrap();
+        assert_eq!(key(t.transcribe(&opening, &o).unwrap()), first);
+    }
+}
+
 #[test]
 fn silence_and_noise_give_no_text() {
     let mut t = base().transcriber().unwrap();
