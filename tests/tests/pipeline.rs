@@ -51,9 +51,9 @@ fn pyannote_sample_speech_regions_match_the_rttm_and_are_transcribed() {
         p.transcribe_session(&sd, false, &NoProgress).unwrap(),
         Outcome::Skipped
     );
-    let mut greedy = config("whisper-base");
-    greedy.transcribe.decoding = nina_transcribe::Decoding::Greedy { best_of: 1 };
-    let g = Pipeline::new(greedy).unwrap();
+    let mut beam = config("whisper-base");
+    beam.transcribe.decoding = nina_transcribe::Decoding::Beam { beam_size: 5 };
+    let g = Pipeline::new(beam).unwrap();
     assert!(matches!(
         g.transcribe_session(&sd, false, &NoProgress).unwrap(),
         Outcome::Done { .. }

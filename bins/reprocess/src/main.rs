@@ -246,9 +246,10 @@ struct Opts {
     /// Names and jargon that condition the decoder.
     #[arg(long, global = true)]
     prompt: Option<String>,
-    /// Greedy decoding instead of beam search.
-    #[arg(long, global = true)]
-    greedy: bool,
+    /// Beam search with this many beams instead of greedy decoding (about twice the decoding
+    /// time; whisper.cpp samples each beam's candidates, see docs/transcribe.md).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(1..=8))]
+    beam: Option<u8>,
     /// Translate to English.
     #[arg(long, global = true)]
     translate: bool,
@@ -431,8 +432,8 @@ impl Opts {
         t.initial_prompt = self.prompt.clone();
         t.translate = self.translate;
         t.short_audio_context = !self.full_window;
-        if self.greedy {
-            t.decoding = Decoding::Greedy { best_of: 5 };
+        if let Some(beam_size) = self.beam {
+            t.decoding = Decoding::Beam { beam_size };
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         t.threads = self

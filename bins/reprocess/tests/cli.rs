@@ -295,7 +295,7 @@ fn a_killed_run_resumed_with_other_jobs_redoes_nothing_saved() {
     assert_eq!(c, 0, "{e}");
     // Kill a rerun with other options as soon as it has saved some work.
     let mut child = reprocess()
-        .args(["--greedy", "session"])
+        .args(["--beam", "5", "session"])
         .arg(&out)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -323,7 +323,7 @@ fn a_killed_run_resumed_with_other_jobs_redoes_nothing_saved() {
     assert!(saved < n, "the run finished before the kill ({saved}/{n})");
     let (c, e) = code(
         reprocess()
-            .args(["--greedy", "--jobs", "2", "--threads", "1", "session"])
+            .args(["--beam", "5", "--jobs", "2", "--threads", "1", "session"])
             .arg(&out),
     );
     assert_eq!(c, 0, "{e}");
@@ -482,16 +482,16 @@ fn stored_sessions_are_rerun_only_when_model_or_options_change() {
     assert_eq!(c, 0, "{e}");
     assert!(e.contains("already transcribed"), "{e}");
     // Other options: redone and recorded; --force redoes the same work.
-    let (c, e) = code(reprocess().args(["--greedy", "session"]).arg(sd.root()));
+    let (c, e) = code(reprocess().args(["--beam", "5", "session"]).arg(sd.root()));
     assert_eq!(c, 0, "{e}");
     assert!(e.contains("utterances"), "{e}");
     let second = sd.load().unwrap();
     assert_eq!(second.processing.len(), 2);
     assert_ne!(second.processing[1].key, first.processing[1].key);
-    assert_eq!(second.processing[1].options["decoding"]["kind"], "greedy");
+    assert_eq!(second.processing[1].options["decoding"]["kind"], "beam");
     let (c, e) = code(
         reprocess()
-            .args(["--greedy", "--force", "all"])
+            .args(["--beam", "5", "--force", "all"])
             .arg(&data_dir),
     );
     assert_eq!(c, 0, "{e}");
