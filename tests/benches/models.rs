@@ -6,7 +6,8 @@
 //!
 //! Environment: `NINA_BENCH_MODELS` (comma-separated Whisper ids or ggml paths, default
 //! `whisper-base,whisper-base-q8_0,whisper-base-q5_1,whisper-tiny-en`), `NINA_BENCH_THREADS`
-//! (default 2), `NINA_FASTER_WHISPER` (the faster-whisper directory made by
+//! (default 2), `NINA_BENCH_BEAM` (beam search with this many beams instead of the default
+//! greedy decoding), `NINA_FASTER_WHISPER` (the faster-whisper directory made by
 //! `scripts/faster-whisper.sh`, default `.cache/faster-whisper`).
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use nina_models::{ModelDir, resolve_whisper};
 use nina_pipeline::{NoProgress, Pipeline, VadChoice};
 use nina_store::SessionDir;
 use nina_tests::{config, transcript_text};
-use nina_transcribe::{TranscribeOptions, Transcriber, WhisperModel};
+use nina_transcribe::{Decoding, TranscribeOptions, Transcriber, WhisperModel};
 
 /// CPU seconds (user + system) of this process, and of its waited-for children.
 fn cpu_seconds() -> (f64, f64) {
@@ -147,9 +148,21 @@ fn main() {
         .map(str::to_string)
         .collect();
     let models = ModelDir::new(testdata::models_dir());
+    let decoding = match std::env::var("NINA_BENCH_BEAM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(beam_size) => Decoding::Beam { beam_size },
+        None => TranscribeOptions::default().decoding,
+    };
+    let search = match decoding {
+        Decoding::Greedy { .. } => "greedy".to_string(),
+        Decoding::Beam { beam_size } => format!("beam {beam_size}"),
+    };
     let o = TranscribeOptions {
         language: Some("en".into()),
         threads,
+        decoding,
         ..TranscribeOptions::default()
     };
 
@@ -183,8 +196,8 @@ fn main() {
     ];
 
     println!(
-        "\nEach clip one utterance, default options (beam 5, short audio context), language en, \
-         {threads} threads. RTF: wall time / audio. Repairs: segments kept after a retry, \
+        "\nEach clip one utterance, default options ({search}, short audio context), language \
+         en, {threads} threads. RTF: wall time / audio. Repairs: segments kept after a retry, \
          segments trimmed, segments dropped.\n"
     );
     println!("| model | size (MB) | set | WER | RTF | retried / trimmed / dropped |");
@@ -262,7 +275,7 @@ fn main() {
     let fw_script = testdata::workspace_root().join("tests/benches/fw_transcribe.py");
     println!(
         "\nWhole run, model load included: `reprocess file` (Silero, one worker, {threads} \
-         threads, beam 5) beside faster-whisper {} (int8, Silero VAD filter, beam 5, \
+         threads, {search}) beside faster-whisper {} (int8, Silero VAD filter, beam 5, \
          cpu_threads {threads}), same base weights.\n",
         if fw_python.is_file() {
             ""
@@ -284,6 +297,7 @@ fn main() {
             let mut cfg = config(choice);
             cfg.vad = VadChoice::Silero;
             cfg.transcribe.threads = threads;
+            cfg.transcribe.decoding = decoding;
             let p = Pipeline::new(cfg).unwrap_or_else(|e| panic!("{e}"));
             let out = tempfile::tempdir().unwrap();
             let sd = SessionDir::new(out.path().join("s"));

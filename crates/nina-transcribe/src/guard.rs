@@ -52,6 +52,9 @@ pub enum DropReason {
         /// Syllable nuclei heard in the audio under the segment.
         heard: usize,
     },
+    /// No syllable of the input is voiced (white noise, hiss, a fan): the text is Whisper's
+    /// invention, whatever its confidence.
+    Unvoiced,
 }
 
 impl DropReason {
@@ -67,6 +70,7 @@ impl DropReason {
             Self::RepeatedSegment => "repeated_segment",
             Self::PastEnd => "past_end",
             Self::Doubled { .. } => "doubled",
+            Self::Unvoiced => "unvoiced",
         }
     }
 
@@ -103,6 +107,9 @@ pub struct GuardConfig {
     /// no-speech probability says (whisper.cpp reports it after the task prompt, where it is
     /// nearly always 0).
     pub min_avg_logprob: f32,
+    /// Drop every segment of an input in which no syllable nucleus is voiced (docs/transcribe.md).
+    /// Whispered speech is unvoiced too: turn this off to keep what Whisper makes of it.
+    pub drop_unvoiced: bool,
 }
 
 impl Default for GuardConfig {
@@ -114,6 +121,7 @@ impl Default for GuardConfig {
             max_repeated_ngram_share: 0.5,
             short_input_seconds: 2.0,
             min_avg_logprob: -1.5,
+            drop_unvoiced: true,
         }
     }
 }
@@ -536,6 +544,17 @@ mod tests {
             })
             .collect();
         assert_eq!(syllable_nuclei(&am).len(), 4);
+        // The same envelope on white noise: four peaks, none voiced (the `unvoiced` guard).
+        let mut seed = 11u32;
+        let hiss: Vec<f32> = (0..16_000)
+            .map(|i| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let t = i as f32 / 16_000.0;
+                let env = 0.5 - 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).cos();
+                0.6 * env * ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+            })
+            .collect();
+        assert!(syllable_nuclei(&hiss).is_empty());
         // A vowel and then a hiss ("yes"): the hiss is a peak of its own but unvoiced.
         let mut yes = bursts(1, 0.25, 0.03);
         let mut seed = 7u32;

@@ -44,7 +44,8 @@ static LOG_HOOKS: Once = Once::new();
 
 /// The CPU features whisper.cpp was built with and found, as it reports them
 /// (`CPU : ... AVX2 = 1 | ...`). It lists `LLAMAFILE = 1` when whisper.cpp was built with
-/// `GGML_LLAMAFILE=ON` in the environment (faster matrix kernels, see docs/transcribe.md).
+/// `GGML_LLAMAFILE=ON` in the environment, as this workspace's `.cargo/config.toml` sets it
+/// (faster matrix kernels, see docs/transcribe.md).
 pub fn engine_features() -> &'static str {
     whisper_rs::print_system_info()
 }
@@ -366,42 +367,19 @@ impl Transcriber for WhisperTranscriber {
         let (language, language_probability) = self.language_of(input, options)?;
         let nuclei = syllable_nuclei(audio);
 
-        let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
-        let mut first: Option<(Vec<Raw>, DropReason)> = None;
-        for (k, attempt) in attempts.iter().enumerate() {
-            let raw = self.decode(input, offset, seconds, &language, options, attempt)?;
-            let (segments, dropped, fired) = guarded(&raw, seconds, options, &nuclei);
-            match fired {
-                None => {
-                    let mut transcript = Transcript {
-                        language: Some(language),
-                        language_probability: Some(language_probability),
-                        segments,
-                        dropped,
-                    };
-                    if let Some((_, reason)) = &first {
-                        tracing::debug!(guard = reason.name(), retried = k, "repaired by a retry");
-                        for s in &mut transcript.segments {
-                            s.repair = Some(Repair {
-                                guard: reason.name().to_string(),
-                                retried: u8::try_from(k).unwrap_or(u8::MAX),
-                                trimmed: false,
-                            });
-                        }
-                    }
-                    return Ok(transcript);
-                }
-                Some(reason) => {
-                    if first.is_none() {
-                        first = Some((raw, reason));
-                    }
-                }
-            }
-        }
-        // Every decode tripped a guard: repair the first in place.
-        let raw = first.map(|f| f.0).unwrap_or_default();
-        let retried = u8::try_from(attempts.len() - 1).unwrap_or(u8::MAX);
-        let (segments, dropped) = repaired(raw, seconds, options, retried, &nuclei);
+        let (segments, mut dropped) =
+            self.decode_guarded(input, offset, seconds, &language, options, &nuclei)?;
+        let segments = if options.guards.drop_unvoiced && nuclei.is_empty() {
+            let reason = DropReason::Unvoiced;
+            tracing::debug!(guard = reason.name(), segments = segments.len(), "dropped");
+            dropped.extend(segments.into_iter().map(|segment| DroppedSegment {
+                segment,
+                reason: reason.clone(),
+            }));
+            Vec::new()
+        } else {
+            segments
+        };
         Ok(Transcript {
             language: Some(language),
             language_probability: Some(language_probability),
@@ -563,6 +541,49 @@ fn repaired(
 }
 
 impl WhisperTranscriber {
+    /// Decodes `input` along the retry ladder until no guard that a retry may fix fires, else
+    /// repairs the first decode in place: the kept segments and the dropped ones.
+    fn decode_guarded(
+        &mut self,
+        input: &[f32],
+        offset: f64,
+        seconds: f64,
+        language: &str,
+        options: &TranscribeOptions,
+        nuclei: &[f64],
+    ) -> Result<(Vec<Segment>, Vec<DroppedSegment>), TranscribeError> {
+        let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
+        let mut first: Option<(Vec<Raw>, DropReason)> = None;
+        for (k, attempt) in attempts.iter().enumerate() {
+            let raw = self.decode(input, offset, seconds, language, options, attempt)?;
+            let (mut segments, dropped, fired) = guarded(&raw, seconds, options, nuclei);
+            match fired {
+                None => {
+                    if let Some((_, reason)) = &first {
+                        tracing::debug!(guard = reason.name(), retried = k, "repaired by a retry");
+                        for s in &mut segments {
+                            s.repair = Some(Repair {
+                                guard: reason.name().to_string(),
+                                retried: u8::try_from(k).unwrap_or(u8::MAX),
+                                trimmed: false,
+                            });
+                        }
+                    }
+                    return Ok((segments, dropped));
+                }
+                Some(reason) => {
+                    if first.is_none() {
+                        first = Some((raw, reason));
+                    }
+                }
+            }
+        }
+        // Every decode tripped a guard: repair the first in place.
+        let raw = first.map(|f| f.0).unwrap_or_default();
+        let retried = u8::try_from(attempts.len() - 1).unwrap_or(u8::MAX);
+        Ok(repaired(raw, seconds, options, retried, nuclei))
+    }
+
     /// Decodes `input` (the audio padded by `offset` seconds of silence in front) once.
     fn decode(
         &mut self,
@@ -726,10 +747,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_engine_reports_its_cpu_features() {
-        // What a user checks for GGML_LLAMAFILE=ON (docs/transcribe.md): the CPU backend's list.
+    fn the_engine_has_the_kernels_the_build_asked_for() {
+        // The workspace's .cargo/config.toml asks for llamafile's kernels (docs/transcribe.md);
+        // Cargo does not rebuild whisper.cpp when that setting changes, so a stale build shows.
         let features = engine_features();
         assert!(features.contains("CPU : "), "{features}");
+        let asked = option_env!("GGML_LLAMAFILE").is_some_and(|v| v.eq_ignore_ascii_case("on"));
+        assert_eq!(
+            features.contains("LLAMAFILE = 1"),
+            asked,
+            "GGML_LLAMAFILE={:?} at build time, whisper.cpp reports {features}: run \
+             `cargo clean -p whisper-rs-sys` and build again",
+            option_env!("GGML_LLAMAFILE")
+        );
     }
 
     #[test]
