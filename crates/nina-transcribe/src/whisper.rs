@@ -367,8 +367,13 @@ impl Transcriber for WhisperTranscriber {
         let (language, language_probability) = self.language_of(input, options)?;
         let nuclei = syllable_nuclei(audio);
 
-        let (segments, mut dropped) =
-            self.decode_guarded(input, offset, seconds, &language, options, &nuclei)?;
+        let utterance = Utterance {
+            input,
+            offset,
+            seconds,
+            language: &language,
+        };
+        let (segments, mut dropped) = self.decode_guarded(&utterance, options, &nuclei)?;
         let segments = if options.guards.drop_unvoiced && nuclei.is_empty() {
             let reason = DropReason::Unvoiced;
             tracing::debug!(guard = reason.name(), segments = segments.len(), "dropped");
@@ -387,6 +392,19 @@ impl Transcriber for WhisperTranscriber {
             dropped,
         })
     }
+}
+
+/// What every decode of one utterance shares.
+#[derive(Clone, Copy)]
+struct Utterance<'a> {
+    /// The audio as whisper.cpp gets it (padded).
+    input: &'a [f32],
+    /// Seconds of silence put before the audio.
+    offset: f64,
+    /// Length of the audio itself, in seconds.
+    seconds: f64,
+    /// Language code decoded in.
+    language: &'a str,
 }
 
 /// One decode of the retry ladder.
@@ -545,17 +563,18 @@ impl WhisperTranscriber {
     /// repairs the first decode in place: the kept segments and the dropped ones.
     fn decode_guarded(
         &mut self,
-        input: &[f32],
-        offset: f64,
-        seconds: f64,
-        language: &str,
+        utterance: &Utterance<'_>,
         options: &TranscribeOptions,
         nuclei: &[f64],
     ) -> Result<(Vec<Segment>, Vec<DroppedSegment>), TranscribeError> {
-        let attempts = ladder(options, input.len() as f64 / f64::from(SAMPLE_RATE));
+        let seconds = utterance.seconds;
+        let attempts = ladder(
+            options,
+            utterance.input.len() as f64 / f64::from(SAMPLE_RATE),
+        );
         let mut first: Option<(Vec<Raw>, DropReason)> = None;
         for (k, attempt) in attempts.iter().enumerate() {
-            let raw = self.decode(input, offset, seconds, language, options, attempt)?;
+            let raw = self.decode(utterance, options, attempt)?;
             let (mut segments, dropped, fired) = guarded(&raw, seconds, options, nuclei);
             match fired {
                 None => {
@@ -584,16 +603,19 @@ impl WhisperTranscriber {
         Ok(repaired(raw, seconds, options, retried, nuclei))
     }
 
-    /// Decodes `input` (the audio padded by `offset` seconds of silence in front) once.
+    /// Decodes `utterance` once, as `attempt` says.
     fn decode(
         &mut self,
-        input: &[f32],
-        offset: f64,
-        seconds: f64,
-        language: &str,
+        utterance: &Utterance<'_>,
         options: &TranscribeOptions,
         attempt: &Attempt,
     ) -> Result<Vec<Raw>, TranscribeError> {
+        let Utterance {
+            input,
+            offset,
+            seconds,
+            language,
+        } = *utterance;
         let strategy = match attempt.decoding {
             Decoding::Greedy { best_of } => SamplingStrategy::Greedy {
                 best_of: i32::from(best_of),
