@@ -142,6 +142,11 @@ const BOILERPLATE: &[&str] = &[
     "bye bye",
 ];
 
+/// A segment of at least this many words found word for word in the earlier text of its
+/// utterance is a loop, however far back the earlier copy is (people rarely say the same five
+/// words twice in 30 s; Whisper does when its timestamps run ahead of the audio).
+const LONG_REPEAT_WORDS: usize = 5;
+
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric() && c != '\'')
         .filter(|w| !w.is_empty())
@@ -196,8 +201,11 @@ fn is_marker(text: &str) -> bool {
 }
 
 impl GuardConfig {
-    /// Like [`GuardConfig::check`], also dropping a segment whose words repeat one of the
-    /// `previous` kept segments (Whisper sometimes loops across segments).
+    /// Like [`GuardConfig::check`], also dropping a segment that repeats the `previous` kept
+    /// segments (Whisper sometimes loops across segments): its words equal one of the two
+    /// segments just before it, or, in an input of one 30 s window, from five words on, they
+    /// appear word for word anywhere in the earlier text (a loop that goes back to the start
+    /// of the utterance; longer inputs may say things twice for real, minutes apart).
     pub fn check_in_context(
         &self,
         segment: &Segment,
@@ -206,12 +214,18 @@ impl GuardConfig {
     ) -> Option<DropReason> {
         self.check(segment, audio_seconds).or_else(|| {
             let w = words(&segment.text);
-            previous
+            let recent = previous
                 .iter()
                 .rev()
                 .take(2)
-                .any(|p| !w.is_empty() && words(&p.text) == w)
-                .then_some(DropReason::RepeatedSegment)
+                .any(|p| !w.is_empty() && words(&p.text) == w);
+            let earlier = || {
+                let before: Vec<String> = previous.iter().flat_map(|p| words(&p.text)).collect();
+                audio_seconds <= 30.0
+                    && w.len() >= LONG_REPEAT_WORDS
+                    && before.windows(w.len()).any(|x| x == w.as_slice())
+            };
+            (recent || earlier()).then_some(DropReason::RepeatedSegment)
         })
     }
 
@@ -743,6 +757,32 @@ mod tests {
             g.check_in_context(&seg(" and then more", 0.0, -0.1), 5.0, &prev),
             None
         );
+        // A loop back to the start of the utterance: five words or more found word for word
+        // in the earlier text, however far back; shorter phrases are said twice for real.
+        let said = [
+            seg(" I'm Sheila in Texas, originally from Chicago.", 0.0, -0.2),
+            seg(" Oh, I'm originally from Chicago also.", 0.0, -0.2),
+            seg(" Well, not much difference.", 0.0, -0.2),
+            seg(" They call me a Yankee.", 0.0, -0.2),
+        ];
+        for (text, expected) in [
+            (
+                " originally from Chicago. Oh, I'm",
+                Some(DropReason::RepeatedSegment),
+            ),
+            (" I'm Sheila in Texas", None),
+            (" Originally from Chicago also, yes.", None),
+            (" Yeah.", None),
+        ] {
+            assert_eq!(
+                g.check_in_context(&seg(text, 0.0, -0.1), 30.0, &said),
+                expected,
+                "{text}"
+            );
+        }
+        // Past one window, only a repeat of the two segments before is a loop.
+        let far = seg(" originally from Chicago. Oh, I'm", 0.0, -0.1);
+        assert_eq!(g.check_in_context(&far, 30.1, &said), None);
     }
 
     #[test]

@@ -85,6 +85,12 @@ pub struct TranscribeOptions {
     pub short_audio_context: bool,
     /// Seconds of silence added before and after inputs shorter than 29 s.
     pub edge_padding: f32,
+    /// Seconds of audio kept before the first and after the last voiced syllable: longer
+    /// unvoiced edges are cut off before decoding (after a long lead-in of noise or silence
+    /// Whisper's timestamps run ahead of the audio and it loops back over what it said,
+    /// docs/transcribe.md#edges). At least 0.1 s; `None` decodes the input whole.
+    #[serde(default)]
+    pub voiced_margin: Option<f32>,
     /// CPU threads used by this transcription.
     pub threads: u16,
     /// Guards against hallucinations.
@@ -103,6 +109,7 @@ impl Default for TranscribeOptions {
             word_timestamps: true,
             short_audio_context: true,
             edge_padding: 0.5,
+            voiced_margin: Some(1.0),
             threads: 2,
             guards: GuardConfig::default(),
         }

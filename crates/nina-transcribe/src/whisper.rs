@@ -314,6 +314,13 @@ pub fn check_options(o: &TranscribeOptions) -> Result<(), TranscribeError> {
             "temperatures must lie in [0, 1]".into(),
         ));
     }
+    if o.voiced_margin
+        .is_some_and(|m| !(m >= 0.1 && m.is_finite()))
+    {
+        return Err(TranscribeError::Options(
+            "voiced_margin must be at least 0.1 s (or none, to decode the input whole)".into(),
+        ));
+    }
     if let Some(l) = language_codes(o.language.as_deref())
         .into_iter()
         .find(|l| whisper_rs::get_lang_id(l).is_none())
@@ -361,11 +368,16 @@ impl Transcriber for WhisperTranscriber {
             });
         }
         self.reseed()?;
+        let nuclei = syllable_nuclei(audio);
+        // Decode the voiced part, its times moved back onto the input's clock at the end.
+        let (from, to) = voiced_span(&nuclei, audio.len(), options.voiced_margin);
+        let (audio, lead) = (&audio[from..to], from as f64 / f64::from(SAMPLE_RATE));
+        let seconds = audio.len() as f64 / f64::from(SAMPLE_RATE);
+        let nuclei: Vec<f64> = nuclei.iter().map(|t| t - lead).collect();
         let (input, pad) = padded(audio, options);
         let input = &input[..];
         let offset = pad as f64 / f64::from(SAMPLE_RATE);
         let (language, language_probability) = self.language_of(input, options)?;
-        let nuclei = syllable_nuclei(audio);
 
         let utterance = Utterance {
             input,
@@ -390,8 +402,21 @@ impl Transcriber for WhisperTranscriber {
             language_probability: Some(language_probability),
             segments,
             dropped,
-        })
+        }
+        .shifted(lead))
     }
+}
+
+/// The samples `from..to` of an input of `len` samples to decode: from `margin` seconds before
+/// its first syllable nucleus to `margin` seconds after its last; all of it without nuclei or
+/// margin.
+fn voiced_span(nuclei: &[f64], len: usize, margin: Option<f32>) -> (usize, usize) {
+    let (Some(margin), Some(first), Some(last)) = (margin, nuclei.first(), nuclei.last()) else {
+        return (0, len);
+    };
+    let at = |t: f64| ((t.max(0.0) * f64::from(SAMPLE_RATE)) as usize).min(len);
+    let margin = f64::from(margin.max(0.0));
+    (at(first - margin), at(last + margin))
 }
 
 /// What every decode of one utterance shares.
@@ -815,5 +840,29 @@ mod tests {
             ..TranscribeOptions::default()
         };
         assert!(check_options(&o).is_err());
+        for bad in [-0.5, 0.0, f32::NAN, f32::INFINITY] {
+            o = TranscribeOptions {
+                voiced_margin: Some(bad),
+                ..TranscribeOptions::default()
+            };
+            assert!(check_options(&o).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_unvoiced_edges_are_cut_to_the_margin() {
+        let sr = f64::from(SAMPLE_RATE);
+        let len = (30.0 * sr) as usize;
+        let at = |t: f64| (t * sr) as usize;
+        // A lead-in of 6.8 s and a tail of 5 s: a second of each is kept.
+        assert_eq!(
+            voiced_span(&[6.8, 9.0, 25.0], len, Some(1.0)),
+            (at(5.8), at(26.0))
+        );
+        // Edges shorter than the margin stay whole.
+        assert_eq!(voiced_span(&[0.4, 29.5], len, Some(1.0)), (0, len));
+        // Nothing voiced, or no margin: the whole input.
+        assert_eq!(voiced_span(&[], len, Some(1.0)), (0, len));
+        assert_eq!(voiced_span(&[6.8], len, None), (0, len));
     }
 }

@@ -166,6 +166,43 @@ fn a_transcript_does_not_depend_on_the_utterances_before_it() {
 }
 
 #[test]
+fn a_long_unvoiced_lead_in_neither_shifts_nor_loops_the_transcript() {
+    // The pyannote call as one 30 s utterance: 6.7 s of line noise before the first "Hello?".
+    // Decoded whole, Whisper timed its first words at 0 s, ran ahead of the audio and, with 7 s
+    // of "audio" left, said sentences from the start of the call again.
+    let audio = testdata::read_wav_16k_mono(&testdata::pyannote_wav().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reference = testdata::pyannote_stm()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|t| t.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = base()
+        .transcriber()
+        .unwrap()
+        .transcribe(&audio, &english())
+        .unwrap();
+    let first = out.segments.first().expect("segments");
+    assert!(
+        first.start >= 5.0 && first.words.iter().all(|w| w.start >= 5.0),
+        "the first segment starts at {} s, before the lead-in ends: {first:?}",
+        first.start
+    );
+    let words = norm_words(&out.text());
+    for n in words.windows(6) {
+        let again = words.windows(6).filter(|m| m == &n).count();
+        assert_eq!(again, 1, "{n:?} said {again} times: {}", out.text());
+    }
+    let wer = nina_eval::wer(&reference, &out.text());
+    eprintln!(
+        "pyannote call as one utterance: WER {wer:.3}\n  {}",
+        out.text()
+    );
+    assert!(wer < 0.3, "WER {wer}: {}", out.text());
+}
+
+#[test]
 fn silence_and_noise_give_no_text() {
     let mut t = base().transcriber().unwrap();
     let silence = vec![0.0f32; 16_000 * 3];
