@@ -7,7 +7,8 @@
 //! Environment: `NINA_BENCH_MODELS` (comma-separated Whisper ids or ggml paths, default
 //! `whisper-base,whisper-base-q8_0,whisper-base-q5_1,whisper-tiny-en`), `NINA_BENCH_THREADS`
 //! (default 2), `NINA_BENCH_BEAM` (beam search with this many beams instead of the default
-//! greedy decoding), `NINA_FASTER_WHISPER` (the faster-whisper directory made by
+//! greedy decoding), `NINA_BENCH_VOICED_MARGIN` (seconds kept around the voiced part, or `none`
+//! to decode inputs whole), `NINA_FASTER_WHISPER` (the faster-whisper directory made by
 //! `scripts/faster-whisper.sh`, default `.cache/faster-whisper`).
 
 use std::path::{Path, PathBuf};
@@ -159,10 +160,20 @@ fn main() {
         Decoding::Greedy { .. } => "greedy".to_string(),
         Decoding::Beam { beam_size } => format!("beam {beam_size}"),
     };
+    // `NINA_BENCH_VOICED_MARGIN=none` decodes every input whole (a number sets the margin).
+    let voiced_margin = match std::env::var("NINA_BENCH_VOICED_MARGIN").ok().as_deref() {
+        Some("none") => None,
+        Some(m) => Some(
+            m.parse()
+                .expect("NINA_BENCH_VOICED_MARGIN: seconds or `none`"),
+        ),
+        None => TranscribeOptions::default().voiced_margin,
+    };
     let o = TranscribeOptions {
         language: Some("en".into()),
         threads,
         decoding,
+        voiced_margin,
         ..TranscribeOptions::default()
     };
 
@@ -196,14 +207,17 @@ fn main() {
     ];
 
     println!(
-        "\nEach clip one utterance, default options ({search}, short audio context), language \
-         en, {threads} threads. RTF: wall time / audio. Repairs: segments kept after a retry, \
-         segments trimmed, segments dropped.\n"
+        "\nEach clip one utterance, default options ({search}, short audio context, unvoiced \
+         edges {}), language en, {threads} threads. RTF: wall time / audio. Repairs: segments \
+         kept after a retry, segments trimmed, segments dropped.\n",
+        voiced_margin.map_or("kept".to_string(), |m| format!("cut to {m} s"))
     );
     println!("| model | size (MB) | set | WER | RTF | retried / trimmed / dropped |");
     println!("|---|---:|---|---:|---:|---|");
     let mut ten_second = Vec::new();
     let mut detection = Vec::new();
+    let mut shifted = Vec::new();
+    let call = read(&pyannote);
     for choice in &choices {
         let path = resolve_whisper(&models, choice).unwrap_or_else(|e| panic!("{e}"));
         let mb = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1e6);
@@ -227,6 +241,17 @@ fn main() {
             t.transcribe(ten, &o).unwrap_or_else(|e| panic!("{e}"));
         });
         ten_second.push((choice.clone(), best / 10.0));
+        // One recording is one draw: the call as one utterance, started 0, 20, ..., 140 samples
+        // later (every phase of the 10 ms frames of Whisper's mel and of the syllable nuclei).
+        let wers: Vec<f64> = (0..8)
+            .map(|k| {
+                let out = t
+                    .transcribe(&call[k * 20..], &o)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                nina_eval::wer(&pyannote_text, &out.text())
+            })
+            .collect();
+        shifted.push((choice.clone(), wers));
         // Language detection alone, on the shrunken and on the full window (best of 3).
         if model.is_multilingual() {
             for seconds in [3usize, 10] {
@@ -259,6 +284,24 @@ fn main() {
     println!("\n| model | RTF of a 10 s utterance (best of 3) |\n|---|---:|");
     for (m, rtf) in &ten_second {
         println!("| {m} | {rtf:.3} |");
+    }
+    println!(
+        "\n| model | pyannote call as one utterance, 8 starts 1.25 ms apart: mean WER | min | max | each |\n|---|---:|---:|---:|---|"
+    );
+    for (m, wers) in &shifted {
+        let pct = |w: f64| format!("{:.1}%", w * 100.0);
+        let mean = wers.iter().sum::<f64>() / wers.len() as f64;
+        let (lo, hi) = wers
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+        let each: Vec<String> = wers.iter().map(|w| pct(*w)).collect();
+        println!(
+            "| {m} | {} | {} | {} | {} |",
+            pct(mean),
+            pct(lo),
+            pct(hi),
+            each.join(" ")
+        );
     }
 
     // The whole run, model load included, on whole recordings.
@@ -298,6 +341,7 @@ fn main() {
             cfg.vad = VadChoice::Silero;
             cfg.transcribe.threads = threads;
             cfg.transcribe.decoding = decoding;
+            cfg.transcribe.voiced_margin = voiced_margin;
             let p = Pipeline::new(cfg).unwrap_or_else(|e| panic!("{e}"));
             let out = tempfile::tempdir().unwrap();
             let sd = SessionDir::new(out.path().join("s"));
