@@ -37,8 +37,8 @@ pub enum DropReason {
         /// Mean log-probability of the text.
         avg_logprob: f32,
     },
-    /// The segment repeats one just before it (a loop across segments): the earlier one is
-    /// kept.
+    /// The segment repeats one just before it, or (five words or more) earlier text of its
+    /// utterance: a loop across segments. The earlier copy is kept.
     RepeatedSegment,
     /// Every word of the segment is timed at or past the end of the audio.
     PastEnd,
