@@ -224,16 +224,29 @@ impl flacenc::source::Source for Timeline<'_> {
 #[error("FLAC encoding: {0}")]
 pub struct FlacError(String);
 
-/// One user's audio on the session clock as a FLAC file (mono, 16-bit, at the rate of their
-/// first utterance; utterances at another rate are left silent).
-pub fn user_flac(dir: &SessionDir, s: &Session, user: u64) -> Result<Vec<u8>, FlacError> {
-    use flacenc::component::BitRepr;
+fn flac_error(e: impl std::fmt::Debug) -> io::Error {
+    io::Error::other(FlacError(format!("{e:?}")))
+}
+
+/// Writes one user's audio on the session clock to `out` as a FLAC file (mono, 16-bit, at the
+/// rate of their first utterance; utterances at another rate are left silent), frame by frame:
+/// one block of samples and one utterance are in memory at a time, whatever the session's
+/// length. STREAMINFO, written first, holds the block size and the sample count; its frame
+/// sizes and MD5 are zeros ("unknown" to a decoder).
+pub fn write_user_flac<W: Write>(
+    dir: &SessionDir,
+    s: &Session,
+    user: u64,
+    out: &mut W,
+) -> io::Result<()> {
+    use flacenc::component::{BitRepr, Stream};
     use flacenc::error::Verify;
+    use flacenc::source::{FrameBuf, Source};
     let mut utterances: Vec<_> = s.utterances.iter().filter(|u| u.user_id == user).collect();
     utterances.sort_by(|a, b| a.start.total_cmp(&b.start));
     let rate = utterances.first().map(|u| u.sample_rate).unwrap_or(48_000);
     let total = (nina_store::peaks::session_seconds(s) * f64::from(rate)).round() as u64;
-    let src = Timeline {
+    let mut src = Timeline {
         dir,
         utterances,
         rate,
@@ -244,14 +257,46 @@ pub fn user_flac(dir: &SessionDir, s: &Session, user: u64) -> Result<Vec<u8>, Fl
     };
     let config = flacenc::config::Encoder::default()
         .into_verified()
-        .map_err(|e| FlacError(format!("{e:?}")))?;
-    let stream = flacenc::encode_with_fixed_block_size(&config, src, config.block_size)
-        .map_err(|e| FlacError(format!("{e:?}")))?;
+        .map_err(flac_error)?;
+    let block = config.block_size;
+    // A stream without frames is the file's header: "fLaC" and its STREAMINFO.
+    let mut head = Stream::new(rate as usize, 1, 16).map_err(flac_error)?;
+    head.stream_info_mut()
+        .set_block_sizes(block, block)
+        .map_err(flac_error)?;
+    head.stream_info_mut().set_total_samples(total as usize);
+    // Frame sizes are not known before the frames are made: 0 says "unknown".
+    head.stream_info_mut()
+        .set_frame_sizes(0, 0)
+        .map_err(flac_error)?;
     let mut sink = flacenc::bitsink::ByteSink::new();
-    stream
-        .write(&mut sink)
-        .map_err(|e| FlacError(format!("{e:?}")))?;
-    Ok(sink.as_slice().to_vec())
+    head.write(&mut sink).map_err(flac_error)?;
+    out.write_all(sink.as_slice())?;
+    let mut buf = FrameBuf::with_size(1, block).map_err(flac_error)?;
+    for number in 0.. {
+        if src.read_samples(block, &mut buf).map_err(flac_error)? == 0 {
+            break;
+        }
+        let frame = flacenc::encode_fixed_size_frame(&config, &buf, number, head.stream_info())
+            .map_err(flac_error)?;
+        sink.clear();
+        frame.write(&mut sink).map_err(flac_error)?;
+        out.write_all(sink.as_slice())?;
+    }
+    Ok(())
+}
+
+/// An entry of a [`ZipStream`] as an [`io::Write`].
+struct EntryWriter<'a, W: Write>(&'a mut ZipStream<W>, &'a mut Entry);
+
+impl<W: Write> Write for EntryWriter<'_, W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write(self.1, b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file-name-safe form of a display name.
@@ -284,9 +329,8 @@ pub fn write_users_zip<W: Write>(dir: &SessionDir, s: &Session, w: W) -> io::Res
             .find(|p| p.user_id == u)
             .and_then(|p| p.display_name.clone())
             .unwrap_or_else(|| u.to_string());
-        let flac = user_flac(dir, s, u).map_err(io::Error::other)?;
         let mut e = z.start_file(&format!("{}-{u}.flac", safe_name(&name)))?;
-        z.write(&mut e, &flac)?;
+        write_user_flac(dir, s, u, &mut EntryWriter(&mut z, &mut e))?;
         z.end_file(e)?;
     }
     z.finish()

@@ -187,6 +187,62 @@ async fn tracks_zip_holds_one_flac_per_user() {
     let total = (u64::from(info[13] & 0x0f) << 32)
         | u64::from(u32::from_be_bytes([info[14], info[15], info[16], info[17]]));
     assert_eq!(total, (DEMO_SECONDS * f64::from(RATE)) as u64);
+    // Block sizes 4096 (the last block is not counted), frame sizes unknown (0).
+    assert_eq!(&info[..10], [16, 0, 16, 0, 0, 0, 0, 0, 0, 0]);
+    // The samples: Bob's utterances where they were said, silence elsewhere.
+    let mut expected = vec![0i16; total as usize];
+    for (_, start, end, _) in LINES.iter().filter(|l| l.0 == BOB) {
+        let at = (start * f64::from(RATE)).round() as usize;
+        for (k, v) in tone(end - start, 660.0).iter().enumerate() {
+            expected[at + k] = nina_store::audio::f32_to_i16(*v);
+        }
+    }
+    let got = decode_flac(flac);
+    assert_eq!(got.len(), expected.len());
+    // Within one step of 16-bit rounding (the WAV files hold the tone as 16-bit already); a
+    // sample out of place would be thousands of steps off.
+    let wrong = got
+        .iter()
+        .zip(&expected)
+        .filter(|(a, b)| (i32::from(**a) - i32::from(**b)).abs() > 1)
+        .count();
+    assert_eq!(wrong, 0, "{wrong} samples differ");
+}
+
+/// The samples of a mono 16-bit FLAC file, decoded by symphonia.
+fn decode_flac(bytes: Vec<u8>) -> Vec<i16> {
+    use symphonia::core::audio::SampleBuffer;
+    use symphonia::core::errors::Error;
+    let mss = symphonia::core::io::MediaSourceStream::new(
+        Box::new(std::io::Cursor::new(bytes)),
+        Default::default(),
+    );
+    let mut format = symphonia::default::get_probe()
+        .format(
+            symphonia::core::probe::Hint::new().with_extension("flac"),
+            mss,
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .format;
+    let params = format.default_track().unwrap().codec_params.clone();
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &Default::default())
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("{e}"),
+        };
+        let decoded = decoder.decode(&packet).unwrap();
+        let mut buf = SampleBuffer::<i16>::new(decoded.capacity() as u64, *decoded.spec());
+        buf.copy_interleaved_ref(decoded);
+        out.extend_from_slice(buf.samples());
+    }
+    out
 }
 
 #[tokio::test]

@@ -26,7 +26,8 @@ pub const LINES: &[(u64, f64, f64, &str)] = &[
 ];
 pub const DEMO_SECONDS: f64 = 20.0;
 
-fn tone(seconds: f64, hz: f64) -> Vec<f32> {
+/// The test sound of one utterance: a sine at `hz` under a half-sine envelope.
+pub fn tone(seconds: f64, hz: f64) -> Vec<f32> {
     let n = (seconds * f64::from(RATE)) as usize;
     (0..n)
         .map(|i| {
