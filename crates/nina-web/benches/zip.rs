@@ -8,19 +8,6 @@ use std::time::Instant;
 
 use nina_store::{Participant, Place, Session, Store, UtteranceRecord, WavEncoding};
 
-/// Peak resident memory of this process so far, KiB.
-fn peak_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Counts the bytes written.
 struct Count(u64);
 
@@ -89,20 +76,20 @@ fn main() {
         seq += 1;
     }
     dir.save(&s).unwrap();
-    let before = peak_kib();
+    let before = nina_eval::memory::peak_rss_mib();
     let t0 = Instant::now();
     let out = nina_web::download::write_users_zip(&dir, &s, Count(0)).unwrap();
     let wall = t0.elapsed().as_secs_f64();
-    let after = peak_kib();
+    let after = nina_eval::memory::peak_rss_mib();
     let pcm_mb = seconds * f64::from(RATE) * 2.0 / 1e6;
     println!("\n## tracks.zip (cargo bench -p nina-web --bench zip)\n");
-    println!("| session | 16-bit PCM (MB) | zip (MB) | time (s) | peak RSS before / after (MB) |");
+    println!("| session | 16-bit PCM (MB) | zip (MB) | time (s) | peak RSS before / after (MiB) |");
     println!("|---|---:|---:|---:|---|");
     println!(
         "| one user, {minutes:.0} min, {} utterances | {pcm_mb:.0} | {:.1} | {wall:.1} | {:.1} / {:.1} |",
         s.utterances.len(),
         out.0 as f64 / 1e6,
-        before as f64 / 1024.0,
-        after as f64 / 1024.0
+        before,
+        after
     );
 }
