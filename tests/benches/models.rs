@@ -186,12 +186,7 @@ fn main() {
     let (audio, librivox_text) = joined(&clips, 0.5);
     write_wav(&librivox, &audio);
     let pyannote = testdata::pyannote_wav().unwrap_or_else(|e| panic!("{e}"));
-    let pyannote_text = testdata::pyannote_stm()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .iter()
-        .map(|t| t.text.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let pyannote_text = testdata::pyannote_text().unwrap_or_else(|e| panic!("{e}"));
     let sets: Vec<(&str, Vec<Clip>)> = vec![
         ("LibriVox", clips.clone()),
         ("cards", testdata::cards().unwrap_or_else(|e| panic!("{e}"))),

@@ -68,16 +68,11 @@ fn main() {
         "| input | audio (s) | utterances | segment RTF | transcribe RTF | whole RTF | WER | peak RSS (MiB) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let stm: Vec<String> = testdata::pyannote_stm()
-        .unwrap()
-        .into_iter()
-        .map(|t| t.text)
-        .collect();
     let inputs = [
         (
             "pyannote sample (WAV 16 kHz mono)",
             testdata::pyannote_wav().unwrap(),
-            stm.join(" "),
+            testdata::pyannote_text().unwrap(),
         ),
         (
             "LibriVox (FLAC 44.1 kHz stereo)",

@@ -182,6 +182,15 @@ pub fn pyannote_stm() -> Result<Vec<Turn>> {
         .collect()
 }
 
+/// The whole transcript of the pyannote sample: its turns' texts joined by spaces.
+pub fn pyannote_text() -> Result<String> {
+    Ok(pyannote_stm()?
+        .into_iter()
+        .map(|t| t.text)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 /// Reads a 16 kHz mono 16-bit WAV into `f32` samples in `[-1, 1]`.
 pub fn read_wav_16k_mono(path: &Path) -> Result<Vec<f32>> {
     let err = |e: hound::Error| TestDataError(format!("{}: {e}", path.display()));

@@ -98,13 +98,8 @@ fn main() {
     }
 
     let mut sets: Vec<(&str, Vec<Clip>)> = vec![("LibriVox", libri.clone()), ("cards", cards)];
-    if let (Ok(wav), Ok(stm)) = (testdata::pyannote_wav(), testdata::pyannote_stm()) {
+    if let (Ok(wav), Ok(text)) = (testdata::pyannote_wav(), testdata::pyannote_text()) {
         // The phone call as one input against the whole STM transcript.
-        let text = stm
-            .iter()
-            .map(|t| t.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
         sets.push((
             "pyannote sample (stm)",
             vec![Clip {
